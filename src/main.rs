@@ -1,1 +1,109 @@
-fn main() {}
+//! The `herd` command: parses arguments and calls into the library.
+
+#![forbid(unsafe_code)]
+
+use argh::FromArgs;
+use herd::config::Config;
+use herd::server::{self, Secrets};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(FromArgs)]
+/// herd: a proxy herd of location servers (IAMAT / WHATSAT).
+struct Args {
+    #[argh(subcommand)]
+    command: Subcommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Subcommand {
+    Serve(Serve),
+    Up(Up),
+    Check(Check),
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+/// run server NAME of the herd
+struct Serve {
+    #[argh(positional)]
+    /// the server's name in the config
+    name: String,
+    #[argh(option, default = "PathBuf::from(\"herd.conf\")")]
+    /// the herd's config file (default: ./herd.conf)
+    config: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "up")]
+/// run every server of the config, one child process each
+struct Up {
+    #[argh(option, default = "PathBuf::from(\"herd.conf\")")]
+    /// the herd's config file (default: ./herd.conf)
+    config: PathBuf,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check")]
+/// validate the config and print the herd
+struct Check {
+    #[argh(option, default = "PathBuf::from(\"herd.conf\")")]
+    /// the herd's config file (default: ./herd.conf)
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let result = match args.command {
+        Subcommand::Serve(s) => serve(&s.config, &s.name),
+        Subcommand::Up(u) => load(&u.config).map(|c| herd::up::run(&c, &u.config)),
+        Subcommand::Check(c) => check(&c.config),
+    };
+    match result {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(1, 255) as u8),
+        Err(message) => {
+            eprintln!("herd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    Config::load(path).map_err(|e| e.to_string())
+}
+
+fn check(path: &Path) -> Result<i32, String> {
+    let config = load(path)?;
+    let places = herd::places::Places::new(&config.places, Secrets::from_env().places_key)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    print!("{}", config.describe(&places.describe()));
+    Ok(0)
+}
+
+fn serve(path: &Path, name: &str) -> Result<i32, String> {
+    let config = load(path)?;
+    let Some(me) = config.index_of(name) else {
+        let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+        return Err(format!(
+            "{}: no server named `{name}` (servers: {})",
+            path.display(),
+            names.join(", ")
+        ));
+    };
+    let addr = config.servers[me].addr.clone();
+    let listener =
+        herd::server::bind(&addr).map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    smol::block_on(async {
+        let stop = async {
+            let mut signals = signals;
+            futures_lite::StreamExt::next(&mut signals).await;
+        };
+        server::run(listener, &config, name, Secrets::from_env(), stop).await
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,358 @@
+//! The herd's configuration file (SPEC §3): servers, links, places source, directories.
+//! Every error names the file and the line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One server of the herd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// The server's name, a non-white-space word.
+    pub name: String,
+    /// `HOST:PORT` it listens on and peers dial.
+    pub addr: String,
+}
+
+/// Where WHATSAT gets its places (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacesConfig {
+    /// No `places` line: `google-legacy` with a key in the environment, else `offline`.
+    Default,
+    /// Nearby Search (legacy), at this URL or Google's.
+    GoogleLegacy(Option<String>),
+    /// Places API (New), at this URL or Google's.
+    Google(Option<String>),
+    /// Local data: this file, or the built-in data set.
+    Offline(Option<PathBuf>),
+}
+
+/// A parsed, validated herd.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    /// The servers, in file order.
+    pub servers: Vec<Server>,
+    /// Undirected links, each as indexes into `servers`, in file order.
+    pub links: Vec<(usize, usize)>,
+    /// The places source.
+    pub places: PlacesConfig,
+    /// Where `NAME.log` files go.
+    pub log_dir: PathBuf,
+    /// Where each server keeps its durable state, if anywhere.
+    pub state_dir: Option<PathBuf>,
+    /// How often the state file is flushed to disk, if at all.
+    pub fsync_interval: Option<Duration>,
+}
+
+/// A config error: the file, the line (0 when the file could not be read) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// The 1-based line number, or 0 for the file as a whole.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses config text; relative paths are taken from `path`'s folder.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let relative = |p: &str| -> PathBuf { base.join(p) };
+        let mut config = Config {
+            path: path.to_path_buf(),
+            servers: Vec::new(),
+            links: Vec::new(),
+            places: PlacesConfig::Default,
+            log_dir: relative("logs"),
+            state_dir: None,
+            fsync_interval: None,
+        };
+        let mut pending_links = Vec::new();
+        let mut seen = [false; 4];
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let err = |message: String| ConfigError {
+                path: path.to_path_buf(),
+                line,
+                message,
+            };
+            let content = raw.split('#').next().unwrap_or("");
+            let words: Vec<&str> = content
+                .split([' ', '\t', '\r'])
+                .filter(|w| !w.is_empty())
+                .collect();
+            let Some((&keyword, args)) = words.split_first() else {
+                continue;
+            };
+            let mut once = |slot: usize| {
+                if std::mem::replace(&mut seen[slot], true) {
+                    Err(err(format!("`{keyword}` given twice")))
+                } else {
+                    Ok(())
+                }
+            };
+            match (keyword, args) {
+                ("server", [name, addr]) => {
+                    if config.servers.iter().any(|s| s.name == *name) {
+                        return Err(err(format!("duplicate server `{name}`")));
+                    }
+                    check_addr(addr).map_err(err)?;
+                    config.servers.push(Server {
+                        name: name.to_string(),
+                        addr: addr.to_string(),
+                    });
+                }
+                ("server", _) => return Err(err("expected `server NAME HOST:PORT`".into())),
+                ("link", [a, b]) => {
+                    if a == b {
+                        return Err(err(format!("server `{a}` linked to itself")));
+                    }
+                    pending_links.push((line, a.to_string(), b.to_string()));
+                }
+                ("link", _) => return Err(err("expected `link NAME NAME`".into())),
+                ("places", [kind, rest @ ..]) => {
+                    once(0)?;
+                    let one_arg = |rest: &[&str]| -> Result<Option<String>, ConfigError> {
+                        match rest {
+                            [] => Ok(None),
+                            [arg] => Ok(Some(arg.to_string())),
+                            _ => Err(err(format!("`places {kind}` takes at most one argument"))),
+                        }
+                    };
+                    config.places = match *kind {
+                        "google-legacy" => PlacesConfig::GoogleLegacy(check_url(one_arg(rest)?).map_err(err)?),
+                        "google" => PlacesConfig::Google(check_url(one_arg(rest)?).map_err(err)?),
+                        "offline" => PlacesConfig::Offline(one_arg(rest)?.map(|p| relative(&p))),
+                        other => {
+                            return Err(err(format!(
+                                "unknown places source `{other}` (expected google-legacy, google or offline)"
+                            )))
+                        }
+                    };
+                }
+                ("places", []) => return Err(err("expected `places KIND [ARG]`".into())),
+                ("log-dir", [dir]) => {
+                    once(1)?;
+                    config.log_dir = relative(dir);
+                }
+                ("state-dir", [dir]) => {
+                    once(2)?;
+                    config.state_dir = Some(relative(dir));
+                }
+                ("fsync-interval", [ms]) => {
+                    once(3)?;
+                    let ms: u64 = ms.parse().ok().filter(|&ms| ms > 0).ok_or_else(|| {
+                        err(format!(
+                            "fsync-interval `{ms}` is not a positive number of milliseconds"
+                        ))
+                    })?;
+                    config.fsync_interval = Some(Duration::from_millis(ms));
+                }
+                ("log-dir" | "state-dir" | "fsync-interval", _) => {
+                    return Err(err(format!("`{keyword}` takes exactly one argument")))
+                }
+                (other, _) => return Err(err(format!("unknown keyword `{other}`"))),
+            }
+        }
+        for (line, a, b) in pending_links {
+            let find = |name: &str| {
+                config
+                    .servers
+                    .iter()
+                    .position(|s| s.name == name)
+                    .ok_or_else(|| ConfigError {
+                        path: path.to_path_buf(),
+                        line,
+                        message: format!("link to unknown server `{name}`"),
+                    })
+            };
+            let (ia, ib) = (find(&a)?, find(&b)?);
+            let key = (ia.min(ib), ia.max(ib));
+            if config
+                .links
+                .iter()
+                .any(|&(x, y)| (x.min(y), x.max(y)) == key)
+            {
+                return Err(ConfigError {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!("duplicate link `{a}` — `{b}`"),
+                });
+            }
+            config.links.push((ia, ib));
+        }
+        if config.servers.is_empty() {
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                line: 0,
+                message: "no `server` lines".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The index of the server called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.servers.iter().position(|s| s.name == name)
+    }
+
+    /// The servers linked to server `index`, in link order.
+    pub fn neighbours(&self, index: usize) -> Vec<usize> {
+        self.links
+            .iter()
+            .filter_map(|&(a, b)| match (a == index, b == index) {
+                (true, _) => Some(b),
+                (_, true) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A human-readable summary of the herd, as `herd check` prints it.
+    pub fn describe(&self, places: &str) -> String {
+        let mut out = format!("herd {}\n", self.path.display());
+        out += &format!("servers ({}):\n", self.servers.len());
+        for s in &self.servers {
+            out += &format!("  {:<12} {}\n", s.name, s.addr);
+        }
+        out += &format!("links ({}):\n", self.links.len());
+        for &(a, b) in &self.links {
+            out += &format!("  {} — {}\n", self.servers[a].name, self.servers[b].name);
+        }
+        out += &format!("places: {places}\n");
+        out += &format!("log-dir: {}\n", self.log_dir.display());
+        match &self.state_dir {
+            Some(dir) => out += &format!("state-dir: {}\n", dir.display()),
+            None => out += "state-dir: none (state is kept in memory only)\n",
+        }
+        if let Some(interval) = self.fsync_interval {
+            out += &format!("fsync-interval: {} ms\n", interval.as_millis());
+        }
+        out
+    }
+}
+
+/// Checks `HOST:PORT` with a numeric port.
+fn check_addr(addr: &str) -> Result<(), String> {
+    let bad = || format!("`{addr}` is not HOST:PORT");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Checks a places URL is http or https.
+fn check_url(url: Option<String>) -> Result<Option<String>, String> {
+    match url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(format!(
+            "places URL `{u}` must start with http:// or https://"
+        )),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/herd/herd.conf"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn classic_herd() {
+        let c = parse(
+            "# the classic herd\n\
+             server Riley 127.0.0.1:12101\n\
+             server Jaquez\t127.0.0.1:12102   # trailing comment\n\
+             \n\
+             link Riley Jaquez\n\
+             places google-legacy http://127.0.0.1:9/x\n\
+             log-dir ../logs\n\
+             state-dir state\n\
+             fsync-interval 100\n",
+        )
+        .unwrap();
+        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.servers[1].addr, "127.0.0.1:12102");
+        assert_eq!(c.links, vec![(0, 1)]);
+        assert_eq!(c.neighbours(1), vec![0]);
+        assert_eq!(
+            c.places,
+            PlacesConfig::GoogleLegacy(Some("http://127.0.0.1:9/x".into()))
+        );
+        assert_eq!(c.log_dir, Path::new("/etc/herd/../logs"));
+        assert_eq!(c.state_dir.as_deref(), Some(Path::new("/etc/herd/state")));
+        assert_eq!(c.fsync_interval, Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        for (text, want) in [
+            ("server A 1:1\nserver A 1:2\n", "/etc/herd/herd.conf:2: duplicate server `A`"),
+            ("server A 1:1\nlink A A\n", "/etc/herd/herd.conf:2: server `A` linked to itself"),
+            ("server A 1:1\n\nlink A B\n", "/etc/herd/herd.conf:3: link to unknown server `B`"),
+            ("server A 1:1\nfrobnicate\n", "/etc/herd/herd.conf:2: unknown keyword `frobnicate`"),
+            ("server A nope\n", "/etc/herd/herd.conf:1: `nope` is not HOST:PORT"),
+            ("server A 1:99999\n", "/etc/herd/herd.conf:1: `1:99999` is not HOST:PORT"),
+            ("server A\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT`"),
+            ("server A 1:1\nplaces bing\n", "/etc/herd/herd.conf:2: unknown places source `bing` (expected google-legacy, google or offline)"),
+            ("server A 1:1\nfsync-interval 0\n", "/etc/herd/herd.conf:2: fsync-interval `0` is not a positive number of milliseconds"),
+            ("server A 1:1\nlog-dir a\nlog-dir b\n", "/etc/herd/herd.conf:3: `log-dir` given twice"),
+            ("server A 1:1\nserver B 1:2\nlink A B\nlink B A\n", "/etc/herd/herd.conf:4: duplicate link `B` — `A`"),
+            ("# nothing\n", "/etc/herd/herd.conf: no `server` lines"),
+        ] {
+            assert_eq!(parse(text).unwrap_err(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load(Path::new("/nonexistent/herd.conf")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/herd.conf: cannot read"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn places_sources() {
+        let places = |line: &str| parse(&format!("server A 1:1\n{line}\n")).map(|c| c.places);
+        assert_eq!(places(""), Ok(PlacesConfig::Default));
+        assert_eq!(places("places google"), Ok(PlacesConfig::Google(None)));
+        assert_eq!(
+            places("places offline my.json"),
+            Ok(PlacesConfig::Offline(Some("/etc/herd/my.json".into())))
+        );
+        assert!(places("places google ftp://x").is_err());
+        assert!(places("places offline a b").is_err());
+    }
+}

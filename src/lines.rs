@@ -1,0 +1,157 @@
+//! Reading lines from a socket into a small buffer that grows only while a line needs
+//! it, up to `MAX_LINE`; the same reader serves client and peer connections.
+
+use futures_lite::{AsyncRead, AsyncReadExt};
+use std::io;
+
+/// Longest line accepted, terminator included. A classic IAMAT is under 100 bytes and
+/// an AT line under 200; 8 KiB leaves room for long client IDs while bounding the
+/// buffer each connection may hold.
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// The buffer a connection starts with; idle connections keep only this much.
+pub const INITIAL_BUFFER: usize = 512;
+
+/// What `next_line` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A whole line, without `\n` (a last line cut short by EOF counts too).
+    Full(&'a [u8]),
+    /// `MAX_LINE` bytes arrived without a newline; these are the first of them.
+    TooLong(&'a [u8]),
+}
+
+/// A line reader over a buffer that holds at most `MAX_LINE` bytes.
+#[derive(Debug)]
+pub struct LineReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes from `start` already searched for a newline.
+    scanned: usize,
+    eof: bool,
+}
+
+impl Default for LineReader {
+    fn default() -> Self {
+        LineReader::new()
+    }
+}
+
+impl LineReader {
+    /// An empty reader with a small buffer.
+    pub fn new() -> LineReader {
+        LineReader {
+            buf: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+            scanned: 0,
+            eof: false,
+        }
+    }
+
+    /// True once the other side has closed its sending half.
+    pub fn at_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// Bytes buffered but not yet returned as lines.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Reads more bytes; returns how many (0 at EOF).
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let grown = (self.buf.len() * 2).min(MAX_LINE);
+            self.buf.resize(grown.max(self.end + 1), 0);
+        } else if self.end == 0 && self.buf.len() > INITIAL_BUFFER {
+            // A long line has passed: give the memory back.
+            self.buf.truncate(INITIAL_BUFFER);
+            self.buf.shrink_to_fit();
+        }
+        let n = r.read(&mut self.buf[self.end..]).await?;
+        if n == 0 {
+            self.eof = true;
+        }
+        self.end += n;
+        Ok(n)
+    }
+
+    /// The next buffered line, if a whole one (or, after EOF, a last partial one) is there.
+    pub fn next_line(&mut self) -> Option<Line<'_>> {
+        let pending = &self.buf[self.start + self.scanned..self.end];
+        match pending.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let line_end = self.start + self.scanned + i;
+                let line = &self.buf[self.start..line_end];
+                self.start = line_end + 1;
+                self.scanned = 0;
+                Some(Line::Full(line))
+            }
+            None if self.end - self.start >= MAX_LINE => {
+                let line = &self.buf[self.start..self.start + MAX_LINE];
+                self.start = self.end;
+                self.scanned = 0;
+                Some(Line::TooLong(line))
+            }
+            None if self.eof && self.end > self.start => {
+                let line = &self.buf[self.start..self.end];
+                self.start = self.end;
+                self.scanned = 0;
+                Some(Line::Full(line))
+            }
+            None => {
+                self.scanned = self.end - self.start;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(input: &[u8]) -> Vec<String> {
+        smol::block_on(async {
+            let mut src = input;
+            let mut reader = LineReader::new();
+            let mut lines = Vec::new();
+            loop {
+                let n = reader.fill(&mut src).await.unwrap();
+                while let Some(line) = reader.next_line() {
+                    lines.push(match line {
+                        Line::Full(l) => String::from_utf8_lossy(l).into_owned(),
+                        Line::TooLong(l) => format!("TOO LONG {}", l.len()),
+                    });
+                }
+                if n == 0 {
+                    return lines;
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn lines_and_a_last_line_cut_by_eof() {
+        assert_eq!(read_all(b"a\nbb\r\n\nlast"), ["a", "bb\r", "", "last"]);
+        assert_eq!(read_all(b""), Vec::<String>::new());
+        assert_eq!(read_all(b"x\n"), ["x"]);
+    }
+
+    #[test]
+    fn long_lines_grow_the_buffer_up_to_the_bound() {
+        let ok = vec![b'x'; MAX_LINE - 1];
+        let mut input = ok.clone();
+        input.push(b'\n');
+        assert_eq!(read_all(&input), [String::from_utf8(ok).unwrap()]);
+        let too_long = vec![b'y'; MAX_LINE];
+        assert_eq!(read_all(&too_long)[0], format!("TOO LONG {MAX_LINE}"));
+    }
+}

@@ -1,0 +1,360 @@
+//! Places sources (SPEC §6): whatever the source, WHATSAT gets a JSON object in the
+//! legacy Nearby Search shape, rendered the way Google renders it.
+//!
+//! HTTP goes through `ureq` (blocking, rustls, no tokio) on smol's blocking pool; the
+//! agent is built once and reused.
+
+pub mod google_new;
+pub mod offline;
+
+use crate::config::PlacesConfig;
+use serde_json::{Map, Value};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default endpoint of the legacy Nearby Search.
+pub const LEGACY_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
+
+/// Whole-request timeout for the places service: Google answers in well under a
+/// second; past 5 s a client waiting on WHATSAT is better served by an error object.
+pub const PLACES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest places response read, in bytes. A full 20-result page is about 40 KB; 1 MiB
+/// leaves room for verbose answers while bounding memory per request.
+pub const MAX_PLACES_RESPONSE: u64 = 1 << 20;
+
+/// Places requests in flight at once, per server. Each holds a blocking-pool thread and
+/// up to `MAX_PLACES_RESPONSE` bytes; more WHATSATs wait their turn.
+pub const MAX_PLACES_IN_FLIGHT: usize = 32;
+
+/// The environment variable holding the Google API key.
+pub const KEY_VAR: &str = "GOOGLE_PLACES_API_KEY";
+
+enum Source {
+    Legacy { url: String, key: String },
+    New { url: String, key: String },
+    Offline(Arc<offline::Offline>),
+    Unavailable(String),
+}
+
+/// A server's places source.
+pub struct Places {
+    source: Source,
+    agent: ureq::Agent,
+    slots: smol::lock::Semaphore,
+}
+
+impl Places {
+    /// The source the config names; `key` is the API key from the environment, if any.
+    /// Errors (an unreadable offline file) name what is wrong.
+    pub fn new(config: &PlacesConfig, key: Option<String>) -> Result<Places, String> {
+        let key = key.filter(|k| !k.is_empty());
+        let need_key = |kind: &str| {
+            key.clone()
+                .ok_or_else(|| format!("places {kind} needs the API key in {KEY_VAR}"))
+        };
+        let source = match config {
+            PlacesConfig::GoogleLegacy(url) => Source::Legacy {
+                url: url.clone().unwrap_or_else(|| LEGACY_URL.into()),
+                key: need_key("google-legacy")?,
+            },
+            PlacesConfig::Google(url) => Source::New {
+                url: url.clone().unwrap_or_else(|| google_new::DEFAULT_URL.into()),
+                key: need_key("google")?,
+            },
+            PlacesConfig::Default if key.is_some() => Source::Legacy {
+                url: LEGACY_URL.into(),
+                key: need_key("google-legacy")?,
+            },
+            PlacesConfig::Offline(Some(path)) => {
+                Source::Offline(Arc::new(offline::Offline::from_json_file(path)?))
+            }
+            PlacesConfig::Offline(None) | PlacesConfig::Default => match offline::Offline::builtin() {
+                Some(data) => Source::Offline(Arc::new(data)),
+                None => Source::Unavailable(
+                    "no places source is configured: set GOOGLE_PLACES_API_KEY or add a places line to herd.conf"
+                        .into(),
+                ),
+            },
+        };
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(PLACES_TIMEOUT))
+            .http_status_as_error(false)
+            .user_agent(concat!("herd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Ok(Places {
+            source,
+            agent,
+            slots: smol::lock::Semaphore::new(MAX_PLACES_IN_FLIGHT),
+        })
+    }
+
+    /// One line saying which source is in use (never the key).
+    pub fn describe(&self) -> String {
+        match &self.source {
+            Source::Legacy { url, .. } => format!("google-legacy {url} (key from {KEY_VAR})"),
+            Source::New { url, .. } => format!("google {url} (key from {KEY_VAR})"),
+            Source::Offline(_) => "offline".to_string(),
+            Source::Unavailable(why) => format!("none ({why})"),
+        }
+    }
+
+    /// The places within `radius_km` of `location` (ISO 6709 text), at most `bound`, in
+    /// the legacy shape. Never fails: trouble becomes an `UNKNOWN_ERROR` object.
+    pub async fn nearby(&self, location: &str, radius: &str, bound: usize) -> Value {
+        let Some((lat, lng)) = crate::protocol::parse_location(location) else {
+            return error_object("UNKNOWN_ERROR", "stored location is not valid");
+        };
+        let radius_m = crate::protocol::radius_metres(radius);
+        let radius_f: f64 = radius_m.parse().unwrap_or(0.0);
+        let mut value = match &self.source {
+            Source::Offline(data) => data.nearby(lat, lng, radius_f, bound),
+            Source::Unavailable(why) => error_object("UNKNOWN_ERROR", why),
+            Source::Legacy { url, key } => {
+                let query = format!(
+                    "{url}{}location={}&radius={}&key={}",
+                    if url.contains('?') { '&' } else { '?' },
+                    percent_encode(&location_query(location)),
+                    percent_encode(&radius_m),
+                    percent_encode(key)
+                );
+                let agent = self.agent.clone();
+                let _slot = self.slots.acquire().await;
+                let answer = smol::unblock(move || fetch(agent.get(&query).call())).await;
+                match answer {
+                    Ok((_, body)) => legacy_answer(&body),
+                    Err(e) => error_object("UNKNOWN_ERROR", &scrub(&e, key)),
+                }
+            }
+            Source::New { url, key } => {
+                let body = google_new::request_body(lat, lng, radius_f, bound);
+                let (agent, url, header_key) = (self.agent.clone(), url.clone(), key.clone());
+                let _slot = self.slots.acquire().await;
+                let answer = smol::unblock(move || {
+                    fetch(
+                        agent
+                            .post(&url)
+                            .header("Content-Type", "application/json")
+                            .header("X-Goog-Api-Key", &header_key)
+                            .header("X-Goog-FieldMask", google_new::FIELD_MASK)
+                            .send(body.as_bytes()),
+                    )
+                })
+                .await;
+                match answer {
+                    Ok((status, body)) => google_new::translate(status, &body),
+                    Err(e) => error_object("UNKNOWN_ERROR", &scrub(&e, key)),
+                }
+            }
+        };
+        truncate_results(&mut value, bound);
+        value
+    }
+}
+
+/// Reads a response: its status and at most `MAX_PLACES_RESPONSE` bytes of body.
+fn fetch(
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<(u16, Vec<u8>), String> {
+    let mut response = response.map_err(describe_error)?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_PLACES_RESPONSE)
+        .read_to_vec()
+        .map_err(describe_error)?;
+    Ok((status, body))
+}
+
+/// A short, key-free description of an HTTP failure.
+fn describe_error(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(_) => format!(
+            "places service did not answer within {} s",
+            PLACES_TIMEOUT.as_secs()
+        ),
+        ureq::Error::BodyExceedsLimit(_) => {
+            format!("places response is larger than {MAX_PLACES_RESPONSE} bytes")
+        }
+        ureq::Error::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            "places service refused the connection".into()
+        }
+        ureq::Error::HostNotFound => "places service host not found".into(),
+        other => format!("places service could not be reached: {other}"),
+    }
+}
+
+/// Removes the key from a message, should an error ever quote the URL.
+fn scrub(message: &str, key: &str) -> String {
+    if key.is_empty() {
+        message.to_string()
+    } else {
+        message.replace(key, "[redacted]")
+    }
+}
+
+/// The legacy API's `location=LAT,LNG` value from ISO 6709 text: `+34.06-118.4` →
+/// `+34.06,-118.4` (signs kept; percent-encoding keeps `+` from becoming a space).
+fn location_query(location: &str) -> String {
+    match location[1..].find(['+', '-']) {
+        Some(i) => format!("{},{}", &location[..=i], &location[i + 1..]),
+        None => location.to_string(),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A legacy service's body: a JSON object, or an error object saying why not.
+fn legacy_answer(body: &[u8]) -> Value {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Value::Object(map),
+        Ok(_) => error_object(
+            "UNKNOWN_ERROR",
+            "places service answered JSON that is not an object",
+        ),
+        Err(_) => error_object(
+            "UNKNOWN_ERROR",
+            "places service answered with something that is not JSON",
+        ),
+    }
+}
+
+/// Cuts `results` to `bound` entries.
+fn truncate_results(value: &mut Value, bound: usize) {
+    if let Some(Value::Array(results)) = value.get_mut("results") {
+        results.truncate(bound);
+    }
+}
+
+/// The legacy-shaped object for a failure: no results, a status, and what went wrong.
+pub fn error_object(status: &str, message: &str) -> Value {
+    let mut map = Map::new();
+    map.insert("error_message".into(), Value::from(message));
+    map.insert("html_attributions".into(), Value::Array(Vec::new()));
+    map.insert("results".into(), Value::Array(Vec::new()));
+    map.insert("status".into(), Value::from(status));
+    Value::Object(map)
+}
+
+/// Renders JSON the way the legacy service does: three-space indent and ` : ` between
+/// key and value. The output has no blank lines and no trailing newline.
+pub fn render(value: &Value) -> String {
+    let mut out = Vec::with_capacity(1024);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoogleFormatter::default());
+    // Serializing a Value into a Vec cannot fail: keys are strings and writes are infallible.
+    let _ = serde::Serialize::serialize(value, &mut ser);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// serde_json's pretty printer with Google's indent and key separator.
+struct GoogleFormatter(serde_json::ser::PrettyFormatter<'static>);
+
+impl Default for GoogleFormatter {
+    fn default() -> Self {
+        GoogleFormatter(serde_json::ser::PrettyFormatter::with_indent(b"   "))
+    }
+}
+
+impl serde_json::ser::Formatter for GoogleFormatter {
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(b" : ")
+    }
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_like_google() {
+        let v: Value = serde_json::from_str(
+            r#"{"html_attributions":[],"results":[{"name":"A\n\nB","geometry":{"location":{"lat":1.5,"lng":-2}}}],"status":"OK"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            render(&v),
+            "{\n   \"html_attributions\" : [],\n   \"results\" : [\n      {\n         \"name\" : \"A\\n\\nB\",\n         \"geometry\" : {\n            \"location\" : {\n               \"lat\" : 1.5,\n               \"lng\" : -2\n            }\n         }\n      }\n   ],\n   \"status\" : \"OK\"\n}"
+        );
+    }
+
+    #[test]
+    fn key_order_is_kept_and_results_cut() {
+        let mut v: Value =
+            serde_json::from_str(r#"{"status":"OK","zeta":1,"results":[1,2,3,4],"alpha":2}"#)
+                .unwrap();
+        truncate_results(&mut v, 2);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"status":"OK","zeta":1,"results":[1,2],"alpha":2}"#
+        );
+    }
+
+    #[test]
+    fn queries_are_percent_encoded() {
+        assert_eq!(
+            location_query("+34.068930-118.445127"),
+            "+34.068930,-118.445127"
+        );
+        assert_eq!(location_query("-1+2"), "-1,+2");
+        assert_eq!(percent_encode("+34.06,-118.4"), "%2B34.06%2C-118.4");
+        assert_eq!(percent_encode("a b&c=d"), "a%20b%26c%3Dd");
+    }
+
+    #[test]
+    fn error_objects_have_the_legacy_shape() {
+        assert_eq!(
+            error_object("UNKNOWN_ERROR", "boom"),
+            json!({"error_message": "boom", "html_attributions": [], "results": [], "status": "UNKNOWN_ERROR"})
+        );
+        assert_eq!(legacy_answer(b"<html>")["status"], "UNKNOWN_ERROR");
+        assert_eq!(legacy_answer(b"[1]")["status"], "UNKNOWN_ERROR");
+        assert_eq!(legacy_answer(br#"{"status":"OK"}"#)["status"], "OK");
+    }
+}

@@ -1,0 +1,373 @@
+//! The server loop: accept connections, tell peers from clients by the first line,
+//! answer client commands in order, and keep the links to peers up.
+
+use crate::config::Config;
+use crate::lines::{Line, LineReader};
+use crate::log::{LogWriter, Logger};
+use crate::peer::{self, Peers};
+use crate::places::{self, Places};
+use crate::protocol::{self, Command};
+use crate::store::{Report, Store};
+use crate::{handshake, log};
+use async_net::{TcpListener, TcpStream};
+use futures_lite::{future, AsyncWriteExt, Future};
+use smol::Timer;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Connections (clients and peers) one server holds at once. At a few KiB each, 10,000
+/// idle connections cost tens of MB; past this bound a new connection is logged and closed.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// How long a reply may wait for a client to read it. A client that reads nothing for
+/// 30 s is gone or hostile; its connection is closed so it holds no memory.
+pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After `accept` fails (say, out of file descriptors), wait this long before trying
+/// again, so the failure is not spun on; connections wait in the backlog meanwhile.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// After answering a line that is too long, read and discard at most this much more
+/// (for at most `DRAIN_TIME`) before closing, so the client sees the answer rather than
+/// a reset.
+const DRAIN_LIMIT: usize = 4 << 20;
+/// See `DRAIN_LIMIT`.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// The secrets a server runs with, from the environment.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// `HERD_SECRET`: the key peers prove they know.
+    pub herd_secret: Option<String>,
+    /// `GOOGLE_PLACES_API_KEY`.
+    pub places_key: Option<String>,
+}
+
+impl Secrets {
+    /// Reads both from the environment.
+    pub fn from_env() -> Secrets {
+        Secrets {
+            herd_secret: std::env::var("HERD_SECRET").ok().filter(|s| !s.is_empty()),
+            places_key: std::env::var(places::KEY_VAR)
+                .ok()
+                .filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// One running server: everything its tasks share.
+pub struct Node {
+    /// This server's name.
+    pub name: String,
+    /// Every client's latest report.
+    pub store: Store,
+    /// The links to peers.
+    pub peers: Peers,
+    /// Where WHATSAT gets places.
+    pub places: Places,
+    /// The log.
+    pub log: Logger,
+    pub(crate) secret: Vec<u8>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Node {
+    /// Stores an update if it is newer and floods it to every peer but `from`; true if
+    /// it was newer.
+    pub(crate) fn accept(&self, client: &str, report: Report, from: Option<usize>) -> bool {
+        let line = report.line.clone();
+        if !self.store.update(client, report) {
+            return false;
+        }
+        self.peers.flood(&line, from, &self.log);
+        true
+    }
+}
+
+/// Runs server `name` of `config` on `listener` until `stop` completes; then stops
+/// accepting, cancels connections and links, and flushes the log. Only a bad name or
+/// an unusable places source is an error: one connection's failure never ends `run`.
+pub async fn run(
+    listener: TcpListener,
+    config: &Config,
+    name: &str,
+    secrets: Secrets,
+    stop: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let me = config
+        .index_of(name)
+        .ok_or_else(|| format!("{}: no server named `{name}`", config.path.display()))?;
+    let places = Places::new(&config.places, secrets.places_key.clone())?;
+    let hidden: Vec<String> = [secrets.herd_secret.clone(), secrets.places_key.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (logger, writer): (Logger, LogWriter) = log::Logger::open(&config.log_dir, name, hidden);
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    logger.event(
+        "start",
+        "-",
+        &format!("{name} listening on {addr}; places: {}", places.describe()),
+    );
+    let node = Arc::new(Node {
+        name: name.to_string(),
+        store: Store::new(),
+        peers: Peers::new(config, me),
+        places,
+        log: logger,
+        secret: secrets.herd_secret.unwrap_or_default().into_bytes(),
+        connections: Arc::new(AtomicUsize::new(0)),
+    });
+    // Connection tasks are detached; each also waits on this channel, which closes when
+    // `run` returns, so none outlives the server.
+    let (shutdown_tx, shutdown) = async_channel::bounded::<()>(1);
+    let links: Vec<smol::Task<()>> = (0..node.peers.links().len())
+        .filter(|&i| node.peers.links()[i].dials)
+        .map(|i| smol::spawn(peer::dial_loop(node.clone(), i)))
+        .collect();
+    future::or(accept_loop(&node, &listener, &shutdown), async {
+        stop.await;
+    })
+    .await;
+    node.log.event("stop", "-", "shutting down");
+    drop(links);
+    drop(shutdown_tx);
+    writer.finish(&node.log);
+    Ok(())
+}
+
+async fn accept_loop(
+    node: &Arc<Node>,
+    listener: &TcpListener,
+    shutdown: &async_channel::Receiver<()>,
+) {
+    let mut failing = false;
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                failing = false;
+                let who = format!("client {addr}");
+                if node.connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    node.log.event(
+                        "refused",
+                        &who,
+                        &format!("{MAX_CONNECTIONS} connections already open"),
+                    );
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let guard = Counted::new(&node.connections);
+                let (node, shutdown) = (node.clone(), shutdown.clone());
+                smol::spawn(async move {
+                    let _guard = guard;
+                    future::or(serve_connection(&node, stream, who), async {
+                        let _ = shutdown.recv().await;
+                    })
+                    .await;
+                })
+                .detach();
+            }
+            Err(e) => {
+                if !failing {
+                    node.log.event(
+                        "accept-error",
+                        "-",
+                        &format!("{e}; retrying every {} ms", ACCEPT_BACKOFF.as_millis()),
+                    );
+                    eprintln!("herd {}: accept failed: {e}", node.name);
+                }
+                failing = true;
+                Timer::after(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
+/// Counts a live connection for as long as it is held.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(counter: &Arc<AtomicUsize>) -> Counted {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `fut`, giving up after `limit`.
+pub(crate) async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
+}
+
+/// Nanoseconds since the epoch, now.
+fn now_ns() -> i128 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+/// Serves one connection: a client, or a peer if its first line is a valid `HERD-HELLO`.
+async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String) {
+    node.log.event("open", &who, "");
+    let mut reader = LineReader::new();
+    let mut out = Vec::with_capacity(256);
+    let mut first = true;
+    let why = loop {
+        let read = reader.fill(&mut stream).await;
+        let mut entry = node.log.entry();
+        let mut too_long = false;
+        let mut hello = None;
+        while let Some(line) = reader.next_line() {
+            let line = match line {
+                Line::Full(l) => protocol::strip_terminator(l),
+                Line::TooLong(prefix) => {
+                    entry.line("in", &who, prefix);
+                    protocol::format_invalid(prefix, &mut out);
+                    too_long = true;
+                    break;
+                }
+            };
+            entry.line("in", &who, line);
+            if std::mem::take(&mut first) {
+                if let Some(found) = peer_hello(node, line) {
+                    hello = Some(found);
+                    break;
+                }
+            }
+            answer(node, line, &mut out).await;
+        }
+        entry.lines("out", &who, &out);
+        node.log.send(entry);
+        if let Some((i, nonce)) = hello {
+            node.log
+                .event("close", &who, "handed over to the peer link");
+            return peer::accept(node, i, stream, reader, &nonce).await;
+        }
+        if !out.is_empty() {
+            match timeout(CLIENT_WRITE_TIMEOUT, stream.write_all(&out)).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => break format!("write failed: {e}"),
+                None => break "client did not read its replies in time".to_string(),
+            }
+            out.clear();
+        }
+        if too_long {
+            drain(&mut stream).await;
+            break format!("line longer than {} bytes", crate::lines::MAX_LINE);
+        }
+        match read {
+            Ok(0) => break "closed by client".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+    };
+    node.log.event("close", &who, &why);
+}
+
+/// After a line that is too long: stop sending, then read and discard what is in
+/// flight for a bounded time, so the client reads the answer instead of a reset.
+async fn drain(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = timeout(DRAIN_TIME, async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < DRAIN_LIMIT {
+            match futures_lite::AsyncReadExt::read(stream, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// `HERD-HELLO NAME NONCE` from a linked server: the link's index and the nonce.
+fn peer_hello(node: &Node, line: &[u8]) -> Option<(usize, String)> {
+    let words: Vec<&[u8]> = protocol::fields(line).collect();
+    let [word, name, nonce] = words[..] else {
+        return None;
+    };
+    let (name, nonce) = (
+        std::str::from_utf8(name).ok()?,
+        std::str::from_utf8(nonce).ok()?,
+    );
+    if word != handshake::HELLO.as_bytes() || !handshake::is_nonce(nonce) {
+        return None;
+    }
+    Some((node.peers.find(name)?, nonce.to_string()))
+}
+
+/// Answers one client line, appending the reply to `out`.
+async fn answer(node: &Node, line: &[u8], out: &mut Vec<u8>) {
+    match protocol::parse_command(line) {
+        Ok(Command::IAmAt(cmd)) => {
+            let at = protocol::format_at(&node.name, now_ns(), &cmd);
+            out.extend_from_slice(at.as_bytes());
+            out.push(b'\n');
+            let report = Report::local(at, node.name.len(), cmd.time_ns);
+            node.accept(cmd.client, report, None);
+        }
+        Ok(Command::WhatsAt(cmd)) => {
+            let Some(at) = node.store.get(cmd.client) else {
+                return protocol::format_invalid(line, out);
+            };
+            let location = protocol::parse_at(&at)
+                .map(|a| a.location)
+                .unwrap_or_default();
+            let places = node.places.nearby(location, cmd.radius, cmd.bound).await;
+            out.extend_from_slice(at.as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(places::render(&places).as_bytes());
+            out.extend_from_slice(b"\n\n");
+        }
+        Err(_) => protocol::format_invalid(line, out),
+    }
+}
+
+/// The listen backlog: connections the kernel holds for us while we are busy (or out
+/// of descriptors). Bursts of thousands of connects must not see SYNs dropped; the
+/// kernel caps it at `net.core.somaxconn` anyway.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// Binds `HOST:PORT` (SO_REUSEADDR, so a restarted server can rebind at once) with a
+/// `LISTEN_BACKLOG` backlog.
+pub fn bind(addr: &str) -> io::Result<TcpListener> {
+    use rustix::net::{self as rn, AddressFamily, SocketType};
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing");
+    for sa in std::net::ToSocketAddrs::to_socket_addrs(addr)? {
+        let family = if sa.is_ipv4() {
+            AddressFamily::INET
+        } else {
+            AddressFamily::INET6
+        };
+        let attempt = (|| -> io::Result<TcpListener> {
+            let fd = rn::socket(family, SocketType::STREAM, None)?;
+            rn::sockopt::set_socket_reuseaddr(&fd, true)?;
+            rn::bind(&fd, &sa)?;
+            rn::listen(&fd, LISTEN_BACKLOG)?;
+            let std_listener = std::net::TcpListener::from(fd);
+            std_listener.set_nonblocking(true)?;
+            TcpListener::try_from(std_listener)
+        })();
+        match attempt {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
