@@ -15,9 +15,9 @@ const MAX_LNG: u64 = 180;
 pub const MAX_RADIUS_KM: f64 = 50.0;
 /// Largest WHATSAT bound: one Nearby Search page holds at most 20 results.
 pub const MAX_BOUND: usize = 20;
-/// Digits of a time's integer part we accept; 20 keeps every value well inside `i128`
-/// nanoseconds, and real POSIX times have 10.
-const MAX_SECONDS_DIGITS: usize = 20;
+/// Digits of a time's integer part we accept: 19 always fit a `u64` (and so `i128`
+/// nanoseconds); real POSIX times have 10.
+const MAX_SECONDS_DIGITS: usize = 19;
 /// Nanoseconds per second.
 const NANOS: i128 = 1_000_000_000;
 

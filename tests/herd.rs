@@ -1,0 +1,200 @@
+//! Whole herds on real sockets: replies byte for byte, propagation, catch-up after
+//! restarts and partitions, secrets, half-close and places through a stand-in server.
+
+mod common;
+
+use common::*;
+use herd::server::Secrets;
+use std::time::Duration;
+
+const KIWI: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+
+/// Checks an AT reply to `iamat` from `server`, returning the line.
+fn assert_at(line: &str, server: &str, iamat: &str) {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let sent: Vec<&str> = iamat.split(' ').collect();
+    assert_eq!(fields.len(), 6, "{line}");
+    assert_eq!((fields[0], fields[1]), ("AT", server), "{line}");
+    let diff = fields[2];
+    assert!(diff.starts_with('+') || diff.starts_with('-'), "{line}");
+    let (_, frac) = diff.split_once('.').expect("fraction");
+    assert_eq!(frac.len(), 9, "{line}");
+    assert_eq!(&fields[3..], &sent[1..], "{line}");
+}
+
+#[test]
+fn iamat_floods_to_every_server_of_the_classic_herd() {
+    let herd = Herd::classic("");
+    let mut c = herd.client("Riley");
+    c.send(&format!("{KIWI}\n"));
+    let at = c.line();
+    assert_at(&at, "Riley", KIWI);
+    for name in CLASSIC_NAMES {
+        herd.wait_for(name, "kiwi.cs.ucla.edu", &at);
+    }
+}
+
+#[test]
+fn whatsat_at_the_farthest_server_asks_the_places_service() {
+    let places = StandIn::start(Answer::Reply(200, legacy_body(8)));
+    let herd = Herd::start_with(
+        &CLASSIC_NAMES,
+        &CLASSIC,
+        &format!("places google-legacy {}\n", places.legacy_url()),
+        |_| Secrets {
+            herd_secret: None,
+            places_key: Some("test-key+/=".into()),
+        },
+    );
+    let mut c = herd.client("Riley");
+    c.send(&format!("{KIWI}\n"));
+    let at = c.line();
+    herd.wait_for("Campbell", "kiwi.cs.ucla.edu", &at);
+
+    let mut c = herd.client("Campbell");
+    c.send("WHATSAT kiwi.cs.ucla.edu 10 5\n");
+    assert_eq!(c.line(), at);
+    let json = c.read_json_reply();
+    assert!(!json.contains("\n\n"));
+    let value: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(value["results"].as_array().unwrap().len(), 5);
+    assert_eq!(value["status"], "OK");
+    let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["html_attributions", "next_page_token", "results", "status"]);
+    assert!(json.starts_with("{\n   \"html_attributions\" : [],\n"), "{json}");
+
+    let reqs = places.requests();
+    let last = reqs.last().expect("a places request");
+    assert_eq!(last.method, "GET");
+    assert!(last.target.starts_with("/maps/api/place/nearbysearch/json?"), "{}", last.target);
+    assert_eq!(last.query("location").as_deref(), Some("+34.068930,-118.445127"));
+    assert_eq!(last.query("radius").as_deref(), Some("10000"));
+    assert_eq!(last.query("key").as_deref(), Some("test-key+/="));
+
+    // The key never reaches a log.
+    for name in CLASSIC_NAMES {
+        assert!(!herd.log(name).contains("test-key"), "{name}'s log holds the key");
+    }
+    assert!(herd.log("Campbell").contains("in client"));
+}
+
+#[test]
+fn replies_keep_order_and_half_close_flushes_everything() {
+    let places = StandIn::start(Answer::Slow(Duration::from_millis(300), legacy_body(3)));
+    let herd = Herd::start_with(
+        &["A"],
+        &[],
+        &format!("places google-legacy {}\n", places.legacy_url()),
+        |_| Secrets {
+            herd_secret: None,
+            places_key: Some("k".into()),
+        },
+    );
+    let mut c = herd.client("A");
+    // The slow WHATSAT comes before the invalid line; its reply must too. The last
+    // command has no newline: EOF ends it.
+    c.send("IAMAT k +1-2 1\nWHATSAT k 1 2\r\nbogus\nIAMAT j +3-4 2");
+    let rest = String::from_utf8(c.finish()).unwrap();
+    let lines: Vec<&str> = rest.split('\n').collect();
+    assert!(lines[0].starts_with("AT A "), "{rest}");
+    assert_eq!(lines[1], lines[0]);
+    assert!(rest.contains("\n}\n\n? bogus\nAT A "), "{rest}");
+    assert!(rest.ends_with(" j +3-4 2\n"), "{rest}");
+}
+
+#[test]
+fn invalid_lines_are_echoed_byte_for_byte() {
+    let herd = Herd::start(&["A"], &[], "");
+    let mut c = herd.client("A");
+    let cases: [&[u8]; 10] = [
+        b"",
+        b"   ",
+        b"HELLO world",
+        b"IAMAT a +1-2",
+        b"IAMAT a 1-2 3",
+        b"WHATSAT nobody 10 5",
+        b"AT Riley +0.263873386 kiwi +1-2 3",
+        b"bad \xff\xfe\x00 bytes\t",
+        b"IAMAT a +91-2 3",
+        b"HERD-HELLO A 0123456789abcdef0123456789abcdef",
+    ];
+    for case in cases {
+        c.send_bytes(case);
+        c.send_bytes(b"\r\n");
+        let mut want = b"? ".to_vec();
+        want.extend_from_slice(case);
+        assert_eq!(c.line_bytes(), want);
+    }
+    c.send("IAMAT k +1-2 1\n");
+    c.send("WHATSAT k 0 5\nWHATSAT k 10 21\nWHATSAT k 50.1 1\n");
+    assert!(c.line().starts_with("AT A "));
+    assert_eq!(c.line(), "? WHATSAT k 0 5");
+    assert_eq!(c.line(), "? WHATSAT k 10 21");
+    assert_eq!(c.line(), "? WHATSAT k 50.1 1");
+}
+
+#[test]
+fn older_reports_never_replace_newer_ones_but_still_get_replies() {
+    let herd = Herd::start(&["A", "B"], &[("A", "B")], "");
+    let mut a = herd.client("A");
+    a.send("IAMAT k +1+1 200\n");
+    let newer = a.line();
+    let mut b = herd.client("B");
+    b.send("IAMAT k +2+2 100\n");
+    assert_at(&b.line(), "B", "IAMAT k +2+2 100");
+    herd.wait_for("B", "k", &newer);
+    herd.wait_for("A", "k", &newer);
+}
+
+#[test]
+fn a_restarted_server_catches_up() {
+    let mut herd = Herd::classic("");
+    herd.kill("Juzang");
+    let mut c = herd.client("Riley");
+    c.send("IAMAT while-away +10-20 1000\n");
+    let at = c.line();
+    herd.wait_for("Campbell", "while-away", &at);
+    herd.restart("Juzang");
+    herd.wait_for("Juzang", "while-away", &at);
+}
+
+#[test]
+fn a_server_cut_off_catches_up_when_one_neighbour_returns() {
+    let mut herd = Herd::classic("");
+    herd.kill("Bernard");
+    herd.kill("Juzang");
+    let mut c = herd.client("Riley");
+    c.send("IAMAT partitioned +1-1 5000\n");
+    let at = c.line();
+    herd.wait_for("Jaquez", "partitioned", &at);
+    assert_eq!(herd.stored("Campbell", "partitioned"), None);
+    herd.restart("Juzang");
+    herd.wait_for("Campbell", "partitioned", &at);
+}
+
+#[test]
+fn a_server_with_another_secret_learns_nothing_and_teaches_nothing() {
+    let herd = Herd::start_with(&["A", "B", "C"], &[("A", "B"), ("B", "C")], "", |name| Secrets {
+        herd_secret: Some(if name == "C" { "intruder" } else { "shared-secret" }.into()),
+        places_key: None,
+    });
+    let mut a = herd.client("A");
+    a.send("IAMAT from-a +1-1 1\n");
+    let at_a = a.line();
+    herd.wait_for("B", "from-a", &at_a);
+    let mut c = herd.client("C");
+    c.send("IAMAT from-c +2-2 2\n");
+    let at_c = c.line();
+    // B and C try to link for a while and must fail every time.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(herd.stored("C", "from-a"), None);
+    assert_eq!(herd.stored("B", "from-c"), None);
+    assert_eq!(herd.stored("A", "from-c"), None);
+    assert_eq!(herd.stored("C", "from-c").as_deref(), Some(at_c.as_str()));
+    let log_b = herd.log("B");
+    assert!(log_b.contains("link-refused peer C"), "{log_b}");
+    for name in ["A", "B", "C"] {
+        let log = herd.log(name);
+        assert!(!log.contains("shared-secret") && !log.contains("intruder"), "{name}: {log}");
+    }
+}
