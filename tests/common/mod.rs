@@ -154,6 +154,11 @@ impl Herd {
         std::fs::read_to_string(self.dir.0.join("logs").join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// Waits (bounded) until server `name`'s log contains `needle`; returns the log.
+    pub fn wait_log(&self, name: &str, needle: &str) -> String {
+        wait_file_contains(&self.dir.0.join("logs").join(format!("{name}.log")), needle)
+    }
+
     /// Waits (bounded) until server `name` answers WHATSAT for `client` with `at_line`.
     pub fn wait_for(&self, name: &str, client: &str, at_line: &str) -> Duration {
         let start = Instant::now();
@@ -432,4 +437,21 @@ pub fn legacy_body(n: usize) -> String {
 /// The path of the built `herd` binary.
 pub fn herd_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_herd"))
+}
+
+/// Waits (bounded) until the file at `path` contains `needle`; returns its text.
+pub fn wait_file_contains(path: &Path, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} never said {needle:?}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

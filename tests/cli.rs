@@ -1,0 +1,138 @@
+//! The command line (SPEC §2) through the built binary.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn herd(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(herd_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GOOGLE_PLACES_API_KEY")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_herd() {
+    let dir = TempDir::new("cli");
+    std::fs::write(
+        dir.0.join("herd.conf"),
+        "server A 127.0.0.1:1\nserver B 127.0.0.1:2\nlink A B\nlog-dir mylogs\n",
+    )
+    .unwrap();
+    let (code, out, _) = herd(&["check"], &dir.0);
+    assert_eq!(code, 0);
+    assert!(out.contains("A            127.0.0.1:1"), "{out}");
+    assert!(out.contains("A — B"), "{out}");
+    assert!(out.contains("places: "), "{out}");
+    assert!(out.contains("log-dir: ./mylogs") || out.contains("log-dir: mylogs"), "{out}");
+}
+
+#[test]
+fn bad_configs_exit_1_naming_file_and_line() {
+    let dir = TempDir::new("cli");
+    std::fs::write(dir.0.join("bad.conf"), "server A 127.0.0.1:1\n\nlink A Z\n").unwrap();
+    for cmd in ["check", "up"] {
+        let (code, _, err) = herd(&[cmd, "--config", "bad.conf"], &dir.0);
+        assert_eq!(code, 1, "{cmd}");
+        assert_eq!(err, "herd: bad.conf:3: link to unknown server `Z`\n");
+    }
+    let (code, _, err) = herd(&["serve", "A", "--config", "bad.conf"], &dir.0);
+    assert_eq!((code, err.as_str()), (1, "herd: bad.conf:3: link to unknown server `Z`\n"));
+    let (code, _, err) = herd(&["check", "--config", "missing.conf"], &dir.0);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("herd: missing.conf: cannot read"), "{err}");
+}
+
+#[test]
+fn an_unknown_name_exits_non_zero() {
+    let dir = TempDir::new("cli");
+    std::fs::write(dir.0.join("herd.conf"), "server A 127.0.0.1:1\n").unwrap();
+    let (code, _, err) = herd(&["serve", "Nobody"], &dir.0);
+    assert_ne!(code, 0);
+    assert!(err.contains("herd.conf") && err.contains("Nobody"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+}
+
+#[test]
+fn help_works_everywhere() {
+    let dir = TempDir::new("cli");
+    for args in [&["--help"][..], &["serve", "--help"], &["up", "--help"], &["check", "--help"]] {
+        let (code, out, _) = herd(args, &dir.0);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(out.starts_with("Usage: herd"), "{args:?}: {out}");
+    }
+}
+
+#[test]
+fn up_runs_every_server_and_sigterm_stops_them_all() {
+    let dir = TempDir::new("up");
+    let ports: Vec<u16> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+        .collect();
+    std::fs::write(
+        dir.0.join("herd.conf"),
+        format!(
+            "server A 127.0.0.1:{}\nserver B 127.0.0.1:{}\nserver C 127.0.0.1:{}\nlink A B\nlink B C\n",
+            ports[0], ports[1], ports[2]
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(herd_bin())
+        .arg("up")
+        .current_dir(&dir.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+    });
+    let addr_a = format!("127.0.0.1:{}", ports[0]);
+    let start = Instant::now();
+    let mut c = loop {
+        match std::net::TcpStream::connect(&addr_a) {
+            Ok(_) => break Client::connect(&addr_a),
+            Err(_) if start.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("A never listened: {e}"),
+        }
+    };
+    c.send("IAMAT k +1-2 3\n");
+    let at = c.line();
+    // It reaches C through B.
+    let addr_c = format!("127.0.0.1:{}", ports[2]);
+    let start = Instant::now();
+    loop {
+        let mut q = Client::connect(&addr_c);
+        q.send("WHATSAT k 1 1\n");
+        if q.line() == at {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "C never learned k");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let lines = lines.join().unwrap();
+    for name in ["A", "B", "C"] {
+        assert!(lines.iter().any(|l| l.starts_with(&format!("herd up: {name} stopped"))), "{lines:?}");
+    }
+    for port in ports {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still open");
+    }
+}

@@ -1,0 +1,189 @@
+//! Every named limit, crossed: line length, connections, per-peer queue.
+
+mod common;
+
+use common::*;
+use herd::lines::MAX_LINE;
+use herd::server::MAX_CONNECTIONS;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_line_one_byte_under_the_bound_is_a_command() {
+    let herd = Herd::start(&["A"], &[], "");
+    let mut c = herd.client("A");
+    let id = "x".repeat(MAX_LINE - "IAMAT  +1-2 3\n".len());
+    c.send(&format!("IAMAT {id} +1-2 3\n"));
+    let reply = c.line();
+    assert!(reply.starts_with("AT A ") && reply.ends_with(&format!(" {id} +1-2 3")));
+}
+
+#[test]
+fn a_line_at_the_bound_is_answered_and_the_connection_closed() {
+    let herd = Herd::start(&["A"], &[], "");
+    let mut c = herd.client("A");
+    let long = "y".repeat(MAX_LINE);
+    c.send(&long);
+    assert_eq!(c.line(), format!("? {long}"));
+    assert!(c.closed_within(Duration::from_secs(5)));
+    // The server still serves others.
+    let mut d = herd.client("A");
+    d.send("IAMAT k +1-2 3\n");
+    assert!(d.line().starts_with("AT A "));
+}
+
+#[test]
+fn a_megabyte_without_newline_is_answered_and_closed() {
+    let herd = Herd::start(&["A"], &[], "");
+    let mut c = herd.client("A");
+    let junk = vec![b'\0'; 1 << 20];
+    // Write from another thread: the server stops reading after MAX_LINE bytes.
+    let mut writer = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&junk);
+    });
+    let reply = c.line_bytes();
+    assert_eq!(reply.len(), 2 + MAX_LINE);
+    assert!(reply.starts_with(b"? \0\0"));
+    assert!(c.closed_within(Duration::from_secs(5)));
+    sender.join().unwrap();
+    herd.wait_log("A", &format!("line longer than {MAX_LINE} bytes"));
+}
+
+/// Raises this process's descriptor limit to its hard limit.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = setrlimit(Resource::Nofile, limit);
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn connections_past_the_bound_are_closed_and_service_resumes() {
+    if raise_fd_limit() < (MAX_CONNECTIONS + 100) as u64 {
+        panic!("this test needs {} file descriptors; raise `ulimit -Hn`", MAX_CONNECTIONS + 100);
+    }
+    let dir = TempDir::new("conns");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let conf = dir.0.join("herd.conf");
+    std::fs::write(&conf, format!("server A {addr}\nlog-dir logs\n")).unwrap();
+    let _server = Server(
+        Command::new(herd_bin())
+            .args(["serve", "A", "--config"])
+            .arg(&conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    let first = loop {
+        match TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("server never listened: {e}"),
+        }
+    };
+    let mut held = vec![first];
+    while held.len() < MAX_CONNECTIONS {
+        held.push(TcpStream::connect(&addr).expect("connect under the bound"));
+    }
+    // Every held connection is accepted before the next one (accept is FIFO), so the
+    // one past the bound is refused: closed without a reply.
+    let mut extra = TcpStream::connect(&addr).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = extra.write_all(b"IAMAT k +1-2 3\n");
+    let mut buf = [0u8; 64];
+    let n = extra.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "connection past the bound got {:?}", String::from_utf8_lossy(&buf[..n]));
+    // A held connection still works.
+    let mut c = BufReader::new(held[0].try_clone().unwrap());
+    held[0].write_all(b"IAMAT k +1-2 3\n").unwrap();
+    let mut line = String::new();
+    c.read_line(&mut line).unwrap();
+    assert!(line.starts_with("AT A "), "{line}");
+    // Free some and new connections are served again.
+    held.truncate(MAX_CONNECTIONS - 10);
+    let start = Instant::now();
+    loop {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"IAMAT k +1-2 4\n").unwrap();
+        let mut line = String::new();
+        if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("AT A ") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "service did not resume");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_file_contains(
+        &dir.0.join("logs/A.log"),
+        &format!("{MAX_CONNECTIONS} connections already open"),
+    );
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_cut_off_and_clients_are_not_delayed() {
+    use herd::handshake;
+    // "0fake" sorts before "A", so A waits for it to dial; it never reads after linking.
+    let fake_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let herd = Herd::start(
+        &["A"],
+        &[],
+        &format!(
+            "server 0fake {}\nlink A 0fake\n",
+            fake_listener.local_addr().unwrap()
+        ),
+    );
+    let mut peer = Client::connect(&herd.addr("A"));
+    let nonce_d = handshake::nonce();
+    peer.send(&format!("HERD-HELLO 0fake {nonce_d}\n"));
+    let welcome = peer.line();
+    let words: Vec<&str> = welcome.split(' ').collect();
+    assert_eq!(words[..2], ["HERD-WELCOME", "A"]);
+    assert!(handshake::verify(b"", "accept", "0fake", "A", &nonce_d, words[2], words[3]));
+    let auth = handshake::mac(b"", "dial", "0fake", "A", &nonce_d, words[2]);
+    peer.send(&format!("HERD-AUTH {auth}\n"));
+
+    // Flood A with updates for distinct clients; the fake peer reads none of them.
+    let mut c = herd.client("A");
+    let mut reader = BufReader::new(c.stream.try_clone().unwrap());
+    let total = 150_000;
+    let counter = std::thread::spawn(move || {
+        let mut line = String::new();
+        for _ in 0..total {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.starts_with("AT A "), "{line}");
+        }
+    });
+    let mut batch = String::new();
+    for i in 0..total {
+        batch += &format!("IAMAT client{i} +1-2 {i}\n");
+        if batch.len() > 64 * 1024 {
+            c.send(&batch);
+            batch.clear();
+        }
+    }
+    c.send(&batch);
+    counter.join().unwrap();
+    herd.wait_log("A", "link-slow peer 0fake");
+    // A fresh client is answered at once.
+    let t = Instant::now();
+    let mut d = herd.client("A");
+    d.send("IAMAT fresh +1-2 3\n");
+    assert!(d.line().starts_with("AT A "));
+    assert!(t.elapsed() < Duration::from_secs(2));
+}

@@ -1,0 +1,128 @@
+//! WHATSAT against a places service that fails in every way it can: an error object in
+//! the legacy shape, never a hang or a dropped connection.
+
+mod common;
+
+use common::*;
+use herd::places::{MAX_PLACES_RESPONSE, PLACES_TIMEOUT};
+use herd::server::Secrets;
+use std::time::{Duration, Instant};
+
+fn herd_with(url: &str) -> Herd {
+    Herd::start_with(&["A"], &[], &format!("places google-legacy {url}\n"), |_| Secrets {
+        herd_secret: None,
+        places_key: Some("k3y".into()),
+    })
+}
+
+/// IAMAT then WHATSAT at A; returns the parsed JSON and how long the WHATSAT took.
+fn whatsat(herd: &Herd, bound: usize) -> (serde_json::Value, Duration) {
+    static TIME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let time = TIME.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut c = herd.client("A");
+    c.send(&format!("IAMAT k +34.068930-118.445127 {time}\n"));
+    let at = c.line();
+    let start = Instant::now();
+    c.send(&format!("WHATSAT k 10 {bound}\n"));
+    assert_eq!(c.line(), at);
+    let json = c.read_json_reply();
+    assert!(!json.contains("\n\n") && !json.ends_with('\n'));
+    (serde_json::from_str(&json).expect("JSON reply"), start.elapsed())
+}
+
+fn assert_unknown_error(value: &serde_json::Value, says: &str) {
+    assert_eq!(value["status"], "UNKNOWN_ERROR", "{value}");
+    assert_eq!(value["results"], serde_json::json!([]), "{value}");
+    assert_eq!(value["html_attributions"], serde_json::json!([]), "{value}");
+    let message = value["error_message"].as_str().expect("error_message");
+    assert!(message.contains(says), "{message:?} should say {says:?}");
+    assert!(!message.contains("k3y"));
+}
+
+#[test]
+fn results_are_cut_to_the_bound() {
+    let places = StandIn::start(Answer::Reply(200, legacy_body(20)));
+    let herd = herd_with(&places.legacy_url());
+    for bound in [1, 7, 20] {
+        let (value, _) = whatsat(&herd, bound);
+        assert_eq!(value["results"].as_array().unwrap().len(), bound);
+        assert_eq!(value["results"][0]["name"], "Place 0");
+    }
+}
+
+#[test]
+fn an_unreachable_service() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let herd = herd_with(&format!("http://127.0.0.1:{port}/x"));
+    let (value, _) = whatsat(&herd, 5);
+    assert_unknown_error(&value, "refused");
+}
+
+#[test]
+fn a_service_that_answers_something_not_json() {
+    let places = StandIn::start(Answer::Reply(200, "<html>nope</html>".into()));
+    let herd = herd_with(&places.legacy_url());
+    let (value, _) = whatsat(&herd, 5);
+    assert_unknown_error(&value, "not JSON");
+    places.set(Answer::Reply(200, "[1, 2]".into()));
+    let (value, _) = whatsat(&herd, 5);
+    assert_unknown_error(&value, "not an object");
+}
+
+#[test]
+fn a_service_that_hangs_up() {
+    let places = StandIn::start(Answer::Hangup);
+    let herd = herd_with(&places.legacy_url());
+    let (value, _) = whatsat(&herd, 5);
+    assert_unknown_error(&value, "places service");
+}
+
+#[test]
+fn an_answer_over_the_size_bound() {
+    let filler = "x".repeat(MAX_PLACES_RESPONSE as usize);
+    let places = StandIn::start(Answer::Reply(
+        200,
+        format!(r#"{{"html_attributions":[],"results":[],"status":"OK","pad":"{filler}"}}"#),
+    ));
+    let herd = herd_with(&places.legacy_url());
+    let (value, _) = whatsat(&herd, 5);
+    assert_unknown_error(&value, "larger than");
+}
+
+#[test]
+fn a_slow_service_times_out_and_other_clients_are_served_meanwhile() {
+    let places = StandIn::start(Answer::Slow(PLACES_TIMEOUT + Duration::from_secs(3), legacy_body(2)));
+    let herd = herd_with(&places.legacy_url());
+    let waiting = std::thread::spawn({
+        let addr = herd.addr("A");
+        move || {
+            let mut c = Client::connect(&addr);
+            c.send("IAMAT slow +1-2 1\n");
+            c.line();
+            let start = Instant::now();
+            c.send("WHATSAT slow 1 1\n");
+            c.line();
+            let json = c.read_json_reply();
+            (json, start.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let mut other = herd.client("A");
+    other.send("IAMAT quick +1-2 1\n");
+    assert!(other.line().starts_with("AT A "));
+    assert!(t.elapsed() < Duration::from_secs(1), "a slow places request delayed another client");
+    let (json, took) = waiting.join().unwrap();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_unknown_error(&value, "did not answer");
+    assert!(took >= PLACES_TIMEOUT && took < PLACES_TIMEOUT + Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn an_error_answer_from_the_service_is_passed_through() {
+    let body = r#"{"error_message":"The provided API key is invalid.","html_attributions":[],"results":[],"status":"REQUEST_DENIED"}"#;
+    let places = StandIn::start(Answer::Reply(200, body.into()));
+    let herd = herd_with(&places.legacy_url());
+    let (value, _) = whatsat(&herd, 5);
+    assert_eq!(value["status"], "REQUEST_DENIED");
+}
