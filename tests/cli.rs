@@ -34,7 +34,10 @@ fn check_prints_the_herd() {
     assert!(out.contains("A            127.0.0.1:1"), "{out}");
     assert!(out.contains("A — B"), "{out}");
     assert!(out.contains("places: "), "{out}");
-    assert!(out.contains("log-dir: ./mylogs") || out.contains("log-dir: mylogs"), "{out}");
+    assert!(
+        out.contains("log-dir: ./mylogs") || out.contains("log-dir: mylogs"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -47,7 +50,10 @@ fn bad_configs_exit_1_naming_file_and_line() {
         assert_eq!(err, "herd: bad.conf:3: link to unknown server `Z`\n");
     }
     let (code, _, err) = herd(&["serve", "A", "--config", "bad.conf"], &dir.0);
-    assert_eq!((code, err.as_str()), (1, "herd: bad.conf:3: link to unknown server `Z`\n"));
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "herd: bad.conf:3: link to unknown server `Z`\n")
+    );
     let (code, _, err) = herd(&["check", "--config", "missing.conf"], &dir.0);
     assert_eq!(code, 1);
     assert!(err.starts_with("herd: missing.conf: cannot read"), "{err}");
@@ -66,7 +72,12 @@ fn an_unknown_name_exits_non_zero() {
 #[test]
 fn help_works_everywhere() {
     let dir = TempDir::new("cli");
-    for args in [&["--help"][..], &["serve", "--help"], &["up", "--help"], &["check", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["up", "--help"],
+        &["check", "--help"],
+    ] {
         let (code, out, _) = herd(args, &dir.0);
         assert_eq!(code, 0, "{args:?}");
         assert!(out.starts_with("Usage: herd"), "{args:?}: {out}");
@@ -77,7 +88,13 @@ fn help_works_everywhere() {
 fn up_runs_every_server_and_sigterm_stops_them_all() {
     let dir = TempDir::new("up");
     let ports: Vec<u16> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
         .collect();
     std::fs::write(
         dir.0.join("herd.conf"),
@@ -96,14 +113,19 @@ fn up_runs_every_server_and_sigterm_stops_them_all() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<String>>()
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
     });
     let addr_a = format!("127.0.0.1:{}", ports[0]);
     let start = Instant::now();
     let mut c = loop {
         match std::net::TcpStream::connect(&addr_a) {
             Ok(_) => break Client::connect(&addr_a),
-            Err(_) if start.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(e) => panic!("A never listened: {e}"),
         }
     };
@@ -118,7 +140,10 @@ fn up_runs_every_server_and_sigterm_stops_them_all() {
         if q.line() == at {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "C never learned k");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "C never learned k"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     rustix::process::kill_process(
@@ -130,9 +155,17 @@ fn up_runs_every_server_and_sigterm_stops_them_all() {
     assert!(status.success(), "{status}");
     let lines = lines.join().unwrap();
     for name in ["A", "B", "C"] {
-        assert!(lines.iter().any(|l| l.starts_with(&format!("herd up: {name} stopped"))), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("herd up: {name} stopped"))),
+            "{lines:?}"
+        );
     }
     for port in ports {
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still open");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still open"
+        );
     }
 }

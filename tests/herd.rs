@@ -60,20 +60,37 @@ fn whatsat_at_the_farthest_server_asks_the_places_service() {
     assert_eq!(value["results"].as_array().unwrap().len(), 5);
     assert_eq!(value["status"], "OK");
     let keys: Vec<&String> = value.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["html_attributions", "next_page_token", "results", "status"]);
-    assert!(json.starts_with("{\n   \"html_attributions\" : [],\n"), "{json}");
+    assert_eq!(
+        keys,
+        ["html_attributions", "next_page_token", "results", "status"]
+    );
+    assert!(
+        json.starts_with("{\n   \"html_attributions\" : [],\n"),
+        "{json}"
+    );
 
     let reqs = places.requests();
     let last = reqs.last().expect("a places request");
     assert_eq!(last.method, "GET");
-    assert!(last.target.starts_with("/maps/api/place/nearbysearch/json?"), "{}", last.target);
-    assert_eq!(last.query("location").as_deref(), Some("+34.068930,-118.445127"));
+    assert!(
+        last.target
+            .starts_with("/maps/api/place/nearbysearch/json?"),
+        "{}",
+        last.target
+    );
+    assert_eq!(
+        last.query("location").as_deref(),
+        Some("+34.068930,-118.445127")
+    );
     assert_eq!(last.query("radius").as_deref(), Some("10000"));
     assert_eq!(last.query("key").as_deref(), Some("test-key+/="));
 
     // The key never reaches a log.
     for name in CLASSIC_NAMES {
-        assert!(!herd.log(name).contains("test-key"), "{name}'s log holds the key");
+        assert!(
+            !herd.log(name).contains("test-key"),
+            "{name}'s log holds the key"
+        );
     }
     herd.wait_log("Campbell", "in client");
 }
@@ -174,9 +191,18 @@ fn a_server_cut_off_catches_up_when_one_neighbour_returns() {
 
 #[test]
 fn a_server_with_another_secret_learns_nothing_and_teaches_nothing() {
-    let herd = Herd::start_with(&["A", "B", "C"], &[("A", "B"), ("B", "C")], "", |name| Secrets {
-        herd_secret: Some(if name == "C" { "intruder" } else { "shared-secret" }.into()),
-        places_key: None,
+    let herd = Herd::start_with(&["A", "B", "C"], &[("A", "B"), ("B", "C")], "", |name| {
+        Secrets {
+            herd_secret: Some(
+                if name == "C" {
+                    "intruder"
+                } else {
+                    "shared-secret"
+                }
+                .into(),
+            ),
+            places_key: None,
+        }
     });
     let mut a = herd.client("A");
     a.send("IAMAT from-a +1-1 1\n");
@@ -194,6 +220,9 @@ fn a_server_with_another_secret_learns_nothing_and_teaches_nothing() {
     herd.wait_log("B", "link-refused peer C");
     for name in ["A", "B", "C"] {
         let log = herd.log(name);
-        assert!(!log.contains("shared-secret") && !log.contains("intruder"), "{name}: {log}");
+        assert!(
+            !log.contains("shared-secret") && !log.contains("intruder"),
+            "{name}: {log}"
+        );
     }
 }

@@ -73,10 +73,17 @@ impl Drop for Server {
 #[test]
 fn connections_past_the_bound_are_closed_and_service_resumes() {
     if raise_fd_limit() < (MAX_CONNECTIONS + 100) as u64 {
-        panic!("this test needs {} file descriptors; raise `ulimit -Hn`", MAX_CONNECTIONS + 100);
+        panic!(
+            "this test needs {} file descriptors; raise `ulimit -Hn`",
+            MAX_CONNECTIONS + 100
+        );
     }
     let dir = TempDir::new("conns");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let addr = format!("127.0.0.1:{port}");
     let conf = dir.0.join("herd.conf");
     std::fs::write(&conf, format!("server A {addr}\nlog-dir logs\n")).unwrap();
@@ -92,7 +99,9 @@ fn connections_past_the_bound_are_closed_and_service_resumes() {
     let first = loop {
         match TcpStream::connect(&addr) {
             Ok(s) => break s,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Err(e) => panic!("server never listened: {e}"),
         }
     };
@@ -103,11 +112,18 @@ fn connections_past_the_bound_are_closed_and_service_resumes() {
     // Every held connection is accepted before the next one (accept is FIFO), so the
     // one past the bound is refused: closed without a reply.
     let mut extra = TcpStream::connect(&addr).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let _ = extra.write_all(b"IAMAT k +1-2 3\n");
     let mut buf = [0u8; 64];
     let n = extra.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "connection past the bound got {:?}", String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(
+        n,
+        0,
+        "connection past the bound got {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     // A held connection still works.
     let mut c = BufReader::new(held[0].try_clone().unwrap());
     held[0].write_all(b"IAMAT k +1-2 3\n").unwrap();
@@ -125,7 +141,10 @@ fn connections_past_the_bound_are_closed_and_service_resumes() {
         if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("AT A ") {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "service did not resume");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "service did not resume"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_file_contains(
@@ -153,7 +172,9 @@ fn a_peer_that_stops_reading_is_cut_off_and_clients_are_not_delayed() {
     let welcome = peer.line();
     let words: Vec<&str> = welcome.split(' ').collect();
     assert_eq!(words[..2], ["HERD-WELCOME", "A"]);
-    assert!(handshake::verify(b"", "accept", "0fake", "A", &nonce_d, words[2], words[3]));
+    assert!(handshake::verify(
+        b"", "accept", "0fake", "A", &nonce_d, words[2], words[3]
+    ));
     let auth = handshake::mac(b"", "dial", "0fake", "A", &nonce_d, words[2]);
     peer.send(&format!("HERD-AUTH {auth}\n"));
 

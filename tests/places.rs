@@ -9,10 +9,15 @@ use herd::server::Secrets;
 use std::time::{Duration, Instant};
 
 fn herd_with(url: &str) -> Herd {
-    Herd::start_with(&["A"], &[], &format!("places google-legacy {url}\n"), |_| Secrets {
-        herd_secret: None,
-        places_key: Some("k3y".into()),
-    })
+    Herd::start_with(
+        &["A"],
+        &[],
+        &format!("places google-legacy {url}\n"),
+        |_| Secrets {
+            herd_secret: None,
+            places_key: Some("k3y".into()),
+        },
+    )
 }
 
 /// IAMAT then WHATSAT at A; returns the parsed JSON and how long the WHATSAT took.
@@ -27,7 +32,10 @@ fn whatsat(herd: &Herd, bound: usize) -> (serde_json::Value, Duration) {
     assert_eq!(c.line(), at);
     let json = c.read_json_reply();
     assert!(!json.contains("\n\n") && !json.ends_with('\n'));
-    (serde_json::from_str(&json).expect("JSON reply"), start.elapsed())
+    (
+        serde_json::from_str(&json).expect("JSON reply"),
+        start.elapsed(),
+    )
 }
 
 fn assert_unknown_error(value: &serde_json::Value, says: &str) {
@@ -52,7 +60,11 @@ fn results_are_cut_to_the_bound() {
 
 #[test]
 fn an_unreachable_service() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let herd = herd_with(&format!("http://127.0.0.1:{port}/x"));
     let (value, _) = whatsat(&herd, 5);
     assert_unknown_error(&value, "refused");
@@ -91,7 +103,10 @@ fn an_answer_over_the_size_bound() {
 
 #[test]
 fn a_slow_service_times_out_and_other_clients_are_served_meanwhile() {
-    let places = StandIn::start(Answer::Slow(PLACES_TIMEOUT + Duration::from_secs(3), legacy_body(2)));
+    let places = StandIn::start(Answer::Slow(
+        PLACES_TIMEOUT + Duration::from_secs(3),
+        legacy_body(2),
+    ));
     let herd = herd_with(&places.legacy_url());
     let waiting = std::thread::spawn({
         let addr = herd.addr("A");
@@ -111,11 +126,17 @@ fn a_slow_service_times_out_and_other_clients_are_served_meanwhile() {
     let mut other = herd.client("A");
     other.send("IAMAT quick +1-2 1\n");
     assert!(other.line().starts_with("AT A "));
-    assert!(t.elapsed() < Duration::from_secs(1), "a slow places request delayed another client");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "a slow places request delayed another client"
+    );
     let (json, took) = waiting.join().unwrap();
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_unknown_error(&value, "did not answer");
-    assert!(took >= PLACES_TIMEOUT && took < PLACES_TIMEOUT + Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= PLACES_TIMEOUT && took < PLACES_TIMEOUT + Duration::from_secs(2),
+        "{took:?}"
+    );
 }
 
 #[test]

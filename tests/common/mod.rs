@@ -151,7 +151,8 @@ impl Herd {
 
     /// The text of server `name`'s log so far.
     pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.0.join("logs").join(format!("{name}.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.dir.0.join("logs").join(format!("{name}.log")))
+            .unwrap_or_default()
     }
 
     /// Waits (bounded) until server `name`'s log contains `needle`; returns the log.
@@ -206,7 +207,9 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: &str) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         Client { stream, reader }
     }
@@ -227,9 +230,16 @@ impl Client {
 
     pub fn line_bytes(&mut self) -> Vec<u8> {
         let mut line = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut line).expect("read reply");
+        let n = self
+            .reader
+            .read_until(b'\n', &mut line)
+            .expect("read reply");
         assert!(n > 0, "connection closed while a reply was expected");
-        assert_eq!(line.pop(), Some(b'\n'), "reply line without newline: {line:?}");
+        assert_eq!(
+            line.pop(),
+            Some(b'\n'),
+            "reply line without newline: {line:?}"
+        );
         line
     }
 
@@ -343,7 +353,11 @@ impl StandIn {
                 std::thread::spawn(move || serve_http(stream, &reqs, &ans));
             }
         });
-        StandIn { addr, requests, answer }
+        StandIn {
+            addr,
+            requests,
+            answer,
+        }
     }
 
     /// The URL of the legacy Nearby Search path on this stand-in.
@@ -413,7 +427,11 @@ fn serve_http(stream: TcpStream, reqs: &Mutex<Vec<Request>>, ans: &Mutex<Answer>
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        if stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes())).is_err() {
+        if stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body.as_bytes()))
+            .is_err()
+        {
             return;
         }
     }
