@@ -93,6 +93,7 @@ fn serve(path: &Path, name: &str) -> Result<i32, String> {
         ));
     };
     let addr = config.servers[me].addr.clone();
+    herd::server::raise_fd_limit();
     let listener =
         herd::server::bind(&addr).map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
     let signals =

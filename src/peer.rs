@@ -11,7 +11,7 @@ use crate::handshake;
 use crate::lines::{Line, LineReader};
 use crate::log::Logger;
 use crate::protocol::{fields, strip_terminator};
-use crate::server::{timeout, Node};
+use crate::server::{timeout, Alive, Node};
 use crate::store::Report;
 use async_net::TcpStream;
 use futures_lite::{future, AsyncWriteExt};
@@ -125,6 +125,15 @@ impl Peers {
         }
     }
 
+    /// Closes every link's queue: each writer sends what is queued, then the link ends.
+    pub fn close_all(&self) {
+        for link in &self.links {
+            if let Some((_, tx)) = lock(&link.current).as_ref() {
+                tx.close();
+            }
+        }
+    }
+
     /// Makes `tx` the link's queue, closing any previous connection's; returns its id.
     fn install(&self, i: usize, tx: async_channel::Sender<Arc<str>>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -149,13 +158,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Keeps dialing link `i` for as long as the server runs, with capped exponential backoff.
-pub(crate) async fn dial_loop(node: Arc<Node>, i: usize) {
+pub(crate) async fn dial_loop(node: Arc<Node>, i: usize, alive: Alive) {
     let link = &node.peers.links[i];
     let who = format!("peer {}", link.name);
     let mut backoff = BACKOFF_MIN;
     let mut failures: u64 = 0;
-    loop {
-        match dial(&node, link).await {
+    while !alive.stopping() {
+        let Some(dialed) = alive.unless_stopped(dial(&node, link)).await else {
+            break;
+        };
+        match dialed {
             Ok((stream, reader)) => {
                 if failures > 0 {
                     node.log.event(
@@ -166,7 +178,7 @@ pub(crate) async fn dial_loop(node: Arc<Node>, i: usize) {
                 }
                 failures = 0;
                 backoff = BACKOFF_MIN;
-                run_link(&node, i, stream, reader).await;
+                run_link(&node, i, stream, reader, &alive).await;
             }
             Err(e) => {
                 failures += 1;
@@ -177,7 +189,7 @@ pub(crate) async fn dial_loop(node: Arc<Node>, i: usize) {
                 }
             }
         }
-        Timer::after(backoff).await;
+        alive.unless_stopped(Timer::after(backoff)).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
@@ -246,6 +258,7 @@ pub(crate) async fn accept(
     mut stream: TcpStream,
     mut reader: LineReader,
     nonce_d: &str,
+    alive: &Alive,
 ) {
     let link = &node.peers.links[i];
     let who = format!("peer {}", link.name);
@@ -291,7 +304,7 @@ pub(crate) async fn accept(
         );
         return;
     }
-    run_link(node, i, stream, reader).await;
+    run_link(node, i, stream, reader, alive).await;
 }
 
 /// Reads one handshake line within `HANDSHAKE_TIMEOUT`.
@@ -317,13 +330,24 @@ async fn read_line(stream: &mut TcpStream, reader: &mut LineReader) -> Result<Ve
 
 /// Runs an established link until either direction fails: the writer sends everything
 /// this server holds, then whatever is flooded to it; the reader applies the peer's updates.
-async fn run_link(node: &Arc<Node>, i: usize, stream: TcpStream, reader: LineReader) {
+async fn run_link(
+    node: &Arc<Node>,
+    i: usize,
+    stream: TcpStream,
+    reader: LineReader,
+    alive: &Alive,
+) {
     let link = &node.peers.links[i];
     let who = format!("peer {}", link.name);
     let (tx, rx) = async_channel::bounded(PEER_QUEUE);
     // Install before the snapshot: every update lands in one or the other (or both,
     // which the newer-wins rule makes harmless).
-    let id = node.peers.install(i, tx);
+    let id = node.peers.install(i, tx.clone());
+    if alive.stopping() {
+        // The server began stopping during the handshake: send the snapshot and end.
+        tx.close();
+    }
+    drop(tx);
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())

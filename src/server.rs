@@ -25,6 +25,10 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 /// 30 s is gone or hostile; its connection is closed so it holds no memory.
 pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a stopping server waits for connections to finish what they have read and
+/// for peer queues to drain: a WHATSAT may wait `PLACES_TIMEOUT` for its places.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(places::PLACES_TIMEOUT.as_secs() + 1);
+
 /// After `accept` fails (say, out of file descriptors), wait this long before trying
 /// again, so the failure is not spun on; connections wait in the backlog meanwhile.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -123,29 +127,64 @@ pub async fn run(
         secret: secrets.herd_secret.unwrap_or_default().into_bytes(),
         connections: Arc::new(AtomicUsize::new(0)),
     });
-    // Connection tasks are detached; each also waits on this channel, which closes when
-    // `run` returns, so none outlives the server.
     let (shutdown_tx, shutdown) = async_channel::bounded::<()>(1);
+    let (done_tx, done) = async_channel::bounded::<()>(1);
+    let alive = Alive {
+        shutdown,
+        _done: done_tx,
+    };
     let links: Vec<smol::Task<()>> = (0..node.peers.links().len())
         .filter(|&i| node.peers.links()[i].dials)
-        .map(|i| smol::spawn(peer::dial_loop(node.clone(), i)))
+        .map(|i| smol::spawn(peer::dial_loop(node.clone(), i, alive.clone())))
         .collect();
-    future::or(accept_loop(&node, &listener, &shutdown), async {
+    future::or(accept_loop(&node, &listener, &alive), async {
         stop.await;
     })
     .await;
+    // Shut down in order: stop accepting; tell connections (they finish the commands
+    // they have read) and links (their writers drain the queues) to end; wait for them,
+    // within a grace period; then cancel what is left.
+    drop(listener);
     node.log.event("stop", "-", "shutting down");
-    drop(links);
     drop(shutdown_tx);
+    node.peers.close_all();
+    drop(alive);
+    let finished = timeout(SHUTDOWN_GRACE, done.recv()).await.is_some();
+    if !finished {
+        node.log
+            .event("stop", "-", "grace period over: cancelling what is left");
+    }
+    drop(links);
+    node.log.event("stop", "-", "stopped");
     writer.finish(&node.log);
     Ok(())
 }
 
-async fn accept_loop(
-    node: &Arc<Node>,
-    listener: &TcpListener,
-    shutdown: &async_channel::Receiver<()>,
-) {
+/// Handed to every task the server starts: `shutdown` closes when the server stops,
+/// and the server waits until every `_done` sender is dropped.
+#[derive(Clone)]
+pub(crate) struct Alive {
+    pub(crate) shutdown: async_channel::Receiver<()>,
+    _done: async_channel::Sender<()>,
+}
+
+impl Alive {
+    /// True once the server is stopping.
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.is_closed()
+    }
+
+    /// Runs `fut` unless the server stops first; `None` if it did.
+    pub(crate) async fn unless_stopped<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        future::or(async { Some(fut.await) }, async {
+            let _ = self.shutdown.recv().await;
+            None
+        })
+        .await
+    }
+}
+
+async fn accept_loop(node: &Arc<Node>, listener: &TcpListener, alive: &Alive) {
     let mut failing = false;
     loop {
         match listener.accept().await {
@@ -162,13 +201,10 @@ async fn accept_loop(
                 }
                 let _ = stream.set_nodelay(true);
                 let guard = Counted::new(&node.connections);
-                let (node, shutdown) = (node.clone(), shutdown.clone());
+                let (node, alive) = (node.clone(), alive.clone());
                 smol::spawn(async move {
                     let _guard = guard;
-                    future::or(serve_connection(&node, stream, who), async {
-                        let _ = shutdown.recv().await;
-                    })
-                    .await;
+                    serve_connection(&node, stream, who, &alive).await;
                 })
                 .detach();
             }
@@ -222,13 +258,15 @@ fn now_ns() -> i128 {
 }
 
 /// Serves one connection: a client, or a peer if its first line is a valid `HERD-HELLO`.
-async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String) {
+async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, alive: &Alive) {
     node.log.event("open", &who, "");
     let mut reader = LineReader::new();
     let mut out = Vec::with_capacity(256);
     let mut first = true;
     let why = loop {
-        let read = reader.fill(&mut stream).await;
+        let Some(read) = alive.unless_stopped(reader.fill(&mut stream)).await else {
+            break "server stopping".to_string();
+        };
         let mut entry = node.log.entry();
         let mut too_long = false;
         let mut hello = None;
@@ -256,7 +294,7 @@ async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String) 
         if let Some((i, nonce)) = hello {
             node.log
                 .event("close", &who, "handed over to the peer link");
-            return peer::accept(node, i, stream, reader, &nonce).await;
+            return peer::accept(node, i, stream, reader, &nonce, alive).await;
         }
         if !out.is_empty() {
             match timeout(CLIENT_WRITE_TIMEOUT, stream.write_all(&out)).await {
@@ -337,6 +375,18 @@ async fn answer(node: &Node, line: &[u8], out: &mut Vec<u8>) {
         }
         Err(_) => protocol::format_invalid(line, out),
     }
+}
+
+/// Raises this process's open-file limit to its hard limit, so `MAX_CONNECTIONS` is
+/// reachable where the soft limit is the common 1024; returns the limit now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current
 }
 
 /// The listen backlog: connections the kernel holds for us while we are busy (or out
