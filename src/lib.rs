@@ -19,5 +19,6 @@ pub mod peer;
 pub mod places;
 pub mod protocol;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod up;

@@ -420,21 +420,24 @@ async fn read_loop(
     mut reader: LineReader,
     who: &str,
 ) -> String {
+    let mut accepted = Vec::new();
     loop {
         let mut entry = node.log.entry();
         while let Some(line) = reader.next_line() {
             let line = match line {
                 Line::Full(l) => strip_terminator(l),
-                Line::TooLong(_) => return "peer sent a line that is too long".into(),
+                Line::TooLong(_) => {
+                    node.commit(&mut accepted, Some(i));
+                    return "peer sent a line that is too long".into();
+                }
             };
             entry.line("in", who, line);
             match std::str::from_utf8(line).ok().and_then(Report::from_line) {
-                Some((report, client)) => {
-                    node.accept(&client, report, Some(i));
-                }
+                Some((report, client)) => accepted.extend(node.decide(&client, report)),
                 None => entry.line("ignored", who, b"not an AT line"),
             }
         }
+        node.commit(&mut accepted, Some(i));
         node.log.send(entry);
         match reader.fill(&mut stream).await {
             Ok(0) => return "closed by peer".into(),

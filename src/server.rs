@@ -7,6 +7,7 @@ use crate::log::{LogWriter, Logger};
 use crate::peer::{self, Peers};
 use crate::places::{self, Places};
 use crate::protocol::{self, Command};
+use crate::state::State;
 use crate::store::{Report, Store};
 use crate::{handshake, log};
 use async_net::{TcpListener, TcpStream};
@@ -74,19 +75,37 @@ pub struct Node {
     /// The log.
     pub log: Logger,
     pub(crate) secret: Vec<u8>,
+    state: Option<Arc<State>>,
     connections: Arc<AtomicUsize>,
 }
 
 impl Node {
-    /// Stores an update if it is newer and floods it to every peer but `from`; true if
-    /// it was newer.
-    pub(crate) fn accept(&self, client: &str, report: Report, from: Option<usize>) -> bool {
+    /// Stores an update if it is newer than what is held; returns its line, to be
+    /// committed, if it was.
+    pub(crate) fn decide(&self, client: &str, report: Report) -> Option<Arc<str>> {
         let line = report.line.clone();
-        if !self.store.update(client, report) {
-            return false;
+        self.store.update(client, report).then_some(line)
+    }
+
+    /// Makes accepted updates durable (one write for the batch), then floods them to
+    /// every peer but `from`. Called before any reply to them goes out.
+    pub(crate) fn commit(&self, accepted: &mut Vec<Arc<str>>, from: Option<usize>) {
+        if accepted.is_empty() {
+            return;
         }
-        self.peers.flood(&line, from, &self.log);
-        true
+        if let Some(state) = &self.state {
+            if let Err(e) = state.append(accepted, || self.store.snapshot()) {
+                self.log.event(
+                    "state-error",
+                    "-",
+                    &format!("cannot write the state file: {e}"),
+                );
+                eprintln!("herd {}: cannot write the state file: {e}", self.name);
+            }
+        }
+        for line in accepted.drain(..) {
+            self.peers.flood(&line, from, &self.log);
+        }
     }
 }
 
@@ -118,13 +137,23 @@ pub async fn run(
         "-",
         &format!("{name} listening on {addr}; places: {}", places.describe()),
     );
+    let store = Store::new();
+    let state = match &config.state_dir {
+        Some(dir) => Some(Arc::new(load_state(dir, name, &store, &logger)?)),
+        None => None,
+    };
+    let syncer = match (&state, config.fsync_interval) {
+        (Some(state), Some(every)) => Some(Syncer::start(state.clone(), every)),
+        _ => None,
+    };
     let node = Arc::new(Node {
         name: name.to_string(),
-        store: Store::new(),
+        store,
         peers: Peers::new(config, me),
         places,
         log: logger,
         secret: secrets.herd_secret.unwrap_or_default().into_bytes(),
+        state,
         connections: Arc::new(AtomicUsize::new(0)),
     });
     let (shutdown_tx, shutdown) = async_channel::bounded::<()>(1);
@@ -155,9 +184,80 @@ pub async fn run(
             .event("stop", "-", "grace period over: cancelling what is left");
     }
     drop(links);
+    drop(syncer);
+    if let Some(state) = &node.state {
+        if let Err(e) = state.sync() {
+            node.log.event(
+                "state-error",
+                "-",
+                &format!("cannot sync the state file: {e}"),
+            );
+        }
+    }
     node.log.event("stop", "-", "stopped");
     writer.finish(&node.log);
     Ok(())
+}
+
+/// Opens the state file and loads it into `store`; a damaged tail is cut and logged.
+fn load_state(
+    dir: &std::path::Path,
+    name: &str,
+    store: &Store,
+    log: &Logger,
+) -> Result<State, String> {
+    let (state, loaded) = State::open(dir, name)
+        .map_err(|e| format!("cannot open the state file in {}: {e}", dir.display()))?;
+    if let Some((bytes, why)) = &loaded.truncated {
+        let text = format!("{why}: cut {bytes} bytes from the state file; peers fill in the rest");
+        log.event("state-repair", "-", &text);
+        eprintln!("herd {name}: {text}");
+    }
+    for line in &loaded.lines {
+        if let Some((report, client)) = Report::from_line(line) {
+            store.update(&client, report);
+        }
+    }
+    log.event(
+        "state-loaded",
+        "-",
+        &format!("{} records, {} clients", loaded.lines.len(), store.len()),
+    );
+    Ok(state)
+}
+
+/// Syncs the state file to disk every `fsync-interval`, on its own thread; stops when
+/// dropped.
+struct Syncer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(state: Arc<State>, every: Duration) -> Syncer {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                if let Err(e) = state.sync() {
+                    eprintln!("herd: cannot sync the state file: {e}");
+                }
+            }
+        });
+        Syncer {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Handed to every task the server starts: `shutdown` closes when the server stops,
@@ -262,6 +362,7 @@ async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, 
     node.log.event("open", &who, "");
     let mut reader = LineReader::new();
     let mut out = Vec::with_capacity(256);
+    let mut accepted = Vec::new();
     let mut first = true;
     let why = loop {
         let Some(read) = alive.unless_stopped(reader.fill(&mut stream)).await else {
@@ -287,8 +388,9 @@ async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, 
                     break;
                 }
             }
-            answer(node, line, &mut out).await;
+            answer(node, line, &mut out, &mut accepted).await;
         }
+        node.commit(&mut accepted, None);
         entry.lines("out", &who, &out);
         node.log.send(entry);
         if let Some((i, nonce)) = hello {
@@ -351,14 +453,14 @@ fn peer_hello(node: &Node, line: &[u8]) -> Option<(usize, String)> {
 }
 
 /// Answers one client line, appending the reply to `out`.
-async fn answer(node: &Node, line: &[u8], out: &mut Vec<u8>) {
+async fn answer(node: &Node, line: &[u8], out: &mut Vec<u8>, accepted: &mut Vec<Arc<str>>) {
     match protocol::parse_command(line) {
         Ok(Command::IAmAt(cmd)) => {
             let at = protocol::format_at(&node.name, now_ns(), &cmd);
             out.extend_from_slice(at.as_bytes());
             out.push(b'\n');
             let report = Report::local(at, node.name.len(), cmd.time_ns);
-            node.accept(cmd.client, report, None);
+            accepted.extend(node.decide(cmd.client, report));
         }
         Ok(Command::WhatsAt(cmd)) => {
             let Some(at) = node.store.get(cmd.client) else {
