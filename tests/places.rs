@@ -147,3 +147,102 @@ fn an_error_answer_from_the_service_is_passed_through() {
     let (value, _) = whatsat(&herd, 5);
     assert_eq!(value["status"], "REQUEST_DENIED");
 }
+
+/// A Places API (New) answer in the shape Google returns for a field-masked request.
+const NEW_API_ANSWER: &str = r#"{
+  "places": [
+    {
+      "id": "ChIJ1",
+      "types": ["university", "point_of_interest", "establishment"],
+      "formattedAddress": "Los Angeles, CA 90095, USA",
+      "location": {"latitude": 34.068921, "longitude": -118.4451811},
+      "rating": 4.6,
+      "userRatingCount": 5612,
+      "businessStatus": "OPERATIONAL",
+      "displayName": {"text": "University of California, Los Angeles", "languageCode": "en"},
+      "shortFormattedAddress": "Los Angeles"
+    },
+    {
+      "id": "ChIJ2",
+      "types": ["cafe"],
+      "location": {"latitude": 34.07, "longitude": -118.44},
+      "displayName": {"text": "Café Ω", "languageCode": "en"},
+      "formattedAddress": "Westwood, Los Angeles"
+    }
+  ]
+}"#;
+
+#[test]
+fn the_new_api_is_asked_the_way_google_checks_and_answered_in_the_legacy_shape() {
+    let places = StandIn::start(Answer::Reply(200, NEW_API_ANSWER.into()));
+    let herd = Herd::start_with(
+        &["A"],
+        &[],
+        &format!(
+            "places google http://{}/v1/places:searchNearby\n",
+            places.addr
+        ),
+        |_| Secrets {
+            herd_secret: None,
+            places_key: Some("new-api-key".into()),
+        },
+    );
+    let (value, _) = whatsat(&herd, 7);
+    let req = places.requests().pop().expect("a request");
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.target, "/v1/places:searchNearby");
+    assert_eq!(req.header("X-Goog-Api-Key"), Some("new-api-key"));
+    assert_eq!(
+        req.header("X-Goog-FieldMask"),
+        Some(herd::places::google_new::FIELD_MASK)
+    );
+    assert!(req
+        .header("Content-Type")
+        .unwrap_or("")
+        .starts_with("application/json"));
+    assert!(req.query("key").is_none(), "the key must not go in the URL");
+    let body: serde_json::Value = serde_json::from_str(&req.body).expect("JSON body");
+    assert_eq!(body["maxResultCount"], 7);
+    let circle = &body["locationRestriction"]["circle"];
+    assert_eq!(circle["center"]["latitude"], 34.06893);
+    assert_eq!(circle["center"]["longitude"], -118.445127);
+    assert_eq!(circle["radius"], 10000.0);
+
+    assert_eq!(value["status"], "OK");
+    let results = value["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let first = &results[0];
+    assert_eq!(first["name"], "University of California, Los Angeles");
+    assert_eq!(first["place_id"], "ChIJ1");
+    assert_eq!(first["geometry"]["location"]["lat"], 34.068921);
+    assert_eq!(first["geometry"]["location"]["lng"], -118.4451811);
+    assert_eq!(first["vicinity"], "Los Angeles");
+    assert_eq!(first["rating"], 4.6);
+    assert_eq!(first["user_ratings_total"], 5612);
+    assert_eq!(first["business_status"], "OPERATIONAL");
+    assert_eq!(results[1]["name"], "Café Ω");
+    assert!(results[1].get("rating").is_none());
+
+    places.set(Answer::Reply(
+        403,
+        r#"{"error":{"code":403,"message":"API key not valid.","status":"PERMISSION_DENIED"}}"#
+            .into(),
+    ));
+    let (value, _) = whatsat(&herd, 3);
+    assert_eq!(value["status"], "REQUEST_DENIED");
+    assert_eq!(value["error_message"], "API key not valid.");
+    places.set(Answer::Reply(429, "{}".into()));
+    assert_eq!(whatsat(&herd, 3).0["status"], "OVER_QUERY_LIMIT");
+    places.set(Answer::Reply(200, "{}".into()));
+    assert_eq!(whatsat(&herd, 3).0["status"], "ZERO_RESULTS");
+}
+
+#[test]
+fn a_deeply_nested_answer_is_refused_not_a_crash() {
+    let depth = 100_000;
+    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let places = StandIn::start(Answer::Reply(200, nested));
+    let herd = herd_with(&places.legacy_url());
+    let (value, _) = whatsat(&herd, 5);
+    assert_unknown_error(&value, "not JSON");
+}

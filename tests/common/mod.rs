@@ -266,11 +266,23 @@ impl Client {
         rest
     }
 
-    /// True if the server closes the connection within `limit` without sending anything.
+    /// True if the server closes the connection within `limit` (whatever it sends first
+    /// is read and dropped).
     pub fn closed_within(&mut self, limit: Duration) -> bool {
-        self.stream.set_read_timeout(Some(limit)).unwrap();
-        let mut buf = [0u8; 1];
-        matches!(self.reader.read(&mut buf), Ok(0))
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while let Some(left) = limit.checked_sub(start.elapsed()) {
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            match self.reader.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+        false
     }
 }
 

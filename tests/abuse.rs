@@ -1,0 +1,136 @@
+//! Hostile input: slow connections, a fake peer, replayed handshakes, a second
+//! connection claiming a linked name. Every other client keeps its service.
+
+mod common;
+
+use common::*;
+use herd::handshake;
+use herd::server::Secrets;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Config lines for a server that is in the herd but played by the test: it never
+/// runs, and its name sorts before `A` so `A` waits for it to dial.
+fn fake(name: &str) -> String {
+    format!("server {name} 127.0.0.1:9\nlink A {name}\n")
+}
+
+fn secret(s: &str) -> impl Fn(&str) -> Secrets + '_ {
+    move |_| Secrets {
+        herd_secret: Some(s.into()),
+        places_key: None,
+    }
+}
+
+/// Starts a handshake as `name` and returns the client and the acceptor's nonce and proof.
+fn hello(herd: &Herd, to: &str, name: &str, nonce_d: &str) -> (Client, String, String) {
+    let mut c = herd.client(to);
+    c.send(&format!("HERD-HELLO {name} {nonce_d}\n"));
+    let welcome = c.line();
+    let words: Vec<&str> = welcome.split(' ').collect();
+    assert_eq!(words.len(), 4, "{welcome}");
+    assert_eq!(words[..2], ["HERD-WELCOME", to]);
+    (c, words[2].to_string(), words[3].to_string())
+}
+
+#[test]
+fn a_replayed_handshake_fails_because_nonces_are_fresh() {
+    // "0spy" sorts first, so A waits for it to dial; the test plays 0spy.
+    let herd = Herd::start_with(&["A"], &[], &fake("0spy"), secret("s3cret"));
+    // A recorded, genuine session (the test knows the secret to make it).
+    let nonce_d = handshake::nonce();
+    let (mut c, nonce_a, _) = hello(&herd, "A", "0spy", &nonce_d);
+    let proof = handshake::mac(b"s3cret", "dial", "0spy", "A", &nonce_d, &nonce_a);
+    c.send(&format!(
+        "HERD-AUTH {proof}\nAT 0spy +0.000000001 genuine +1-1 1\n"
+    ));
+    herd.wait_for("A", "genuine", "AT 0spy +0.000000001 genuine +1-1 1");
+    drop(c);
+    // The replay: same HELLO, same AUTH; A picks a new nonce, so the proof is stale.
+    let (mut r, nonce_a2, _) = hello(&herd, "A", "0spy", &nonce_d);
+    assert_ne!(nonce_a2, nonce_a);
+    r.send(&format!(
+        "HERD-AUTH {proof}\nAT 0spy +0.000000001 planted +6-6 2\n"
+    ));
+    assert!(r.closed_within(Duration::from_secs(5)));
+    herd.wait_log("A", "link-refused peer 0spy authentication failed");
+    assert_eq!(herd.stored("A", "planted"), None);
+}
+
+#[test]
+fn a_stranger_claiming_a_linked_name_is_refused_and_the_real_link_stays_up() {
+    let herd = Herd::start_with(&["A", "B"], &[("A", "B")], "", secret("s3cret"));
+    // Wait until the genuine link carries updates.
+    let mut a = herd.client("A");
+    a.send("IAMAT before +1-1 1\n");
+    let at = a.line();
+    herd.wait_for("B", "before", &at);
+    // A stranger, without the secret, claims to be A at B.
+    let (mut s, _, _) = hello(&herd, "B", "A", &handshake::nonce());
+    s.send(&format!(
+        "HERD-AUTH {}\nAT A +0.1 planted +1-1 9\n",
+        "0".repeat(64)
+    ));
+    assert!(s.closed_within(Duration::from_secs(5)));
+    herd.wait_log("B", "link-refused peer A authentication failed");
+    assert_eq!(herd.stored("B", "planted"), None);
+    a.send("IAMAT after +2-2 2\n");
+    let at = a.line();
+    herd.wait_for("B", "after", &at);
+}
+
+#[test]
+fn a_linked_peer_sending_garbage_is_ignored_or_cut_off() {
+    let herd = Herd::start(&["A"], &[], &fake("0bad"));
+    let nonce_d = handshake::nonce();
+    let (mut p, nonce_a, proof) = hello(&herd, "A", "0bad", &nonce_d);
+    assert!(handshake::verify(
+        b"", "accept", "0bad", "A", &nonce_d, &nonce_a, &proof
+    ));
+    let auth = handshake::mac(b"", "dial", "0bad", "A", &nonce_d, &nonce_a);
+    p.send(&format!("HERD-AUTH {auth}\n"));
+    p.send_bytes(b"\xff\xfe garbage\n\0\0\0\nIAMAT x +1-1 1\nAT 0bad +0.1 short\nAT 0bad +0.000000001 ok +1-1 1\n");
+    herd.wait_for("A", "ok", "AT 0bad +0.000000001 ok +1-1 1");
+    assert_eq!(herd.stored("A", "x"), None);
+    herd.wait_log("A", "ignored peer 0bad not an AT line");
+    // A line past MAX_LINE ends the link; A serves clients as before.
+    p.send(&"z".repeat(herd::lines::MAX_LINE + 1));
+    assert!(p.closed_within(Duration::from_secs(5)));
+    herd.wait_log("A", "peer sent a line that is too long");
+    let mut c = herd.client("A");
+    c.send("IAMAT y +1-1 1\n");
+    assert!(c.line().starts_with("AT A "));
+}
+
+#[test]
+fn slow_connections_dribbling_bytes_do_not_delay_a_normal_client() {
+    let herd = Herd::start(&["A"], &[], "");
+    let addr = herd.addr("A");
+    let mut slow: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    // Accept is FIFO: once this is answered, every slow connection has been accepted.
+    let mut first = herd.client("A");
+    first.send("IAMAT first +1-1 1\n");
+    assert!(first.line().starts_with("AT A "));
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        for s in &mut slow {
+            let _ = s.write_all(b"I");
+        }
+        let t = Instant::now();
+        let mut c = herd.client("A");
+        c.send(&format!("IAMAT normal +1-1 {rounds}\n"));
+        assert!(c.line().starts_with("AT A "));
+        worst = worst.max(t.elapsed());
+        rounds += 1;
+    }
+    assert!(rounds >= 5, "only {rounds} rounds in 2 s");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a normal client waited {worst:?}"
+    );
+}
