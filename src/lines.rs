@@ -29,6 +29,11 @@ pub struct LineReader {
     end: usize,
     /// Bytes from `start` already searched for a newline.
     scanned: usize,
+    /// Bytes the last read returned: a read that filled the buffer means a busy,
+    /// pipelining peer (grow), a short one a quiet client (shrink back when empty).
+    last_read: usize,
+    /// Free space the last read was offered.
+    last_space: usize,
     eof: bool,
 }
 
@@ -46,6 +51,8 @@ impl LineReader {
             start: 0,
             end: 0,
             scanned: 0,
+            last_read: 0,
+            last_space: 0,
             eof: false,
         }
     }
@@ -67,15 +74,22 @@ impl LineReader {
             self.end -= self.start;
             self.start = 0;
         }
-        if self.end == self.buf.len() {
+        let full = self.end == self.buf.len();
+        let busy = self.last_read > 0 && self.last_read == self.last_space;
+        if (full || busy) && self.buf.len() < MAX_LINE {
+            // A line needs more room, or the peer keeps the buffer full: double it.
             let grown = (self.buf.len() * 2).min(MAX_LINE);
-            self.buf.resize(grown.max(self.end + 1), 0);
-        } else if self.end == 0 && self.buf.len() > INITIAL_BUFFER {
-            // A long line has passed: give the memory back.
-            self.buf.truncate(INITIAL_BUFFER);
-            self.buf.shrink_to_fit();
+            self.buf.resize(grown, 0);
+        } else if self.end == 0
+            && self.buf.len() > INITIAL_BUFFER
+            && self.last_read < INITIAL_BUFFER
+        {
+            // Traffic is light again: give the memory back.
+            self.buf = vec![0; INITIAL_BUFFER];
         }
+        self.last_space = self.buf.len() - self.end;
         let n = r.read(&mut self.buf[self.end..]).await?;
+        self.last_read = n;
         if n == 0 {
             self.eof = true;
         }
@@ -143,6 +157,24 @@ mod tests {
         assert_eq!(read_all(b"a\nbb\r\n\nlast"), ["a", "bb\r", "", "last"]);
         assert_eq!(read_all(b""), Vec::<String>::new());
         assert_eq!(read_all(b"x\n"), ["x"]);
+    }
+
+    #[test]
+    fn the_buffer_grows_for_busy_peers_and_shrinks_for_quiet_ones() {
+        smol::block_on(async {
+            let mut reader = LineReader::new();
+            let burst = "IAMAT a +1-2 3\n".repeat(1000);
+            let mut src = burst.as_bytes();
+            while reader.fill(&mut src).await.unwrap() > 0 {
+                while reader.next_line().is_some() {}
+            }
+            assert_eq!(reader.buf.len(), MAX_LINE);
+            let mut quiet = &b"x\n"[..];
+            reader.fill(&mut quiet).await.unwrap();
+            while reader.next_line().is_some() {}
+            reader.fill(&mut quiet).await.unwrap();
+            assert_eq!(reader.buf.len(), INITIAL_BUFFER);
+        });
     }
 
     #[test]
