@@ -246,3 +246,39 @@ fn a_deeply_nested_answer_is_refused_not_a_crash() {
     let (value, _) = whatsat(&herd, 5);
     assert_unknown_error(&value, "not JSON");
 }
+
+#[test]
+fn with_no_places_line_and_no_key_the_built_in_data_answers_nearest_first() {
+    let herd = Herd::start(&["A"], &[], "");
+    let (value, _) = whatsat(&herd, 10);
+    assert_eq!(value["status"], "OK", "{value}");
+    let results = value["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10);
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for near in ["Westwood", "Brentwood", "Beverly Hills"] {
+        assert!(names.contains(&near), "{near} missing from {names:?}");
+    }
+    let (lat0, lng0) = (34.068930_f64.to_radians(), (-118.445127_f64).to_radians());
+    let mut last = 0.0;
+    for r in results {
+        let loc = &r["geometry"]["location"];
+        let (lat, lng) = (
+            loc["lat"].as_f64().unwrap().to_radians(),
+            loc["lng"].as_f64().unwrap().to_radians(),
+        );
+        let h = ((lat - lat0) / 2.0).sin().powi(2)
+            + lat.cos() * lat0.cos() * ((lng - lng0) / 2.0).sin().powi(2);
+        let d = 2.0 * 6_371_008.8 * h.sqrt().asin();
+        assert!(
+            d <= 10_000.0 && d + 1e-6 >= last,
+            "{names:?} not nearest first"
+        );
+        last = d;
+        assert!(r["place_id"].as_str().unwrap().starts_with("geonames:"));
+        assert_eq!(r["types"], serde_json::json!(["locality", "political"]));
+    }
+    herd.wait_log("A", "places: offline");
+}

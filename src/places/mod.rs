@@ -34,7 +34,7 @@ pub const KEY_VAR: &str = "GOOGLE_PLACES_API_KEY";
 enum Source {
     Legacy { url: String, key: String },
     New { url: String, key: String },
-    Offline(Arc<offline::Offline>),
+    Offline(Arc<offline::Offline>, String),
     Unavailable(String),
 }
 
@@ -67,11 +67,15 @@ impl Places {
                 url: LEGACY_URL.into(),
                 key: need_key("google-legacy")?,
             },
-            PlacesConfig::Offline(Some(path)) => {
-                Source::Offline(Arc::new(offline::Offline::from_json_file(path)?))
-            }
+            PlacesConfig::Offline(Some(path)) => Source::Offline(
+                Arc::new(offline::Offline::from_json_file(path)?),
+                format!("offline {}", path.display()),
+            ),
             PlacesConfig::Offline(None) | PlacesConfig::Default => match offline::Offline::builtin() {
-                Some(data) => Source::Offline(Arc::new(data)),
+                Some(data) => Source::Offline(
+                    Arc::new(data),
+                    "offline (built-in GeoNames cities1000, CC BY 4.0)".into(),
+                ),
                 None => Source::Unavailable(
                     "no places source is configured: set GOOGLE_PLACES_API_KEY or add a places line to herd.conf"
                         .into(),
@@ -96,7 +100,7 @@ impl Places {
         match &self.source {
             Source::Legacy { url, .. } => format!("google-legacy {url} (key from {KEY_VAR})"),
             Source::New { url, .. } => format!("google {url} (key from {KEY_VAR})"),
-            Source::Offline(_) => "offline".to_string(),
+            Source::Offline(_, label) => label.clone(),
             Source::Unavailable(why) => format!("none ({why})"),
         }
     }
@@ -110,7 +114,7 @@ impl Places {
         let radius_m = crate::protocol::radius_metres(radius);
         let radius_f: f64 = radius_m.parse().unwrap_or(0.0);
         let mut value = match &self.source {
-            Source::Offline(data) => data.nearby(lat, lng, radius_f, bound),
+            Source::Offline(data, _) => data.nearby(lat, lng, radius_f, bound),
             Source::Unavailable(why) => error_object("UNKNOWN_ERROR", why),
             Source::Legacy { url, key } => {
                 let query = format!(
