@@ -65,14 +65,7 @@ fn send_updates(port: u16, prefix: &str, n: usize) -> Vec<(String, String)> {
 }
 
 fn stored(port: u16, client: &str) -> Option<String> {
-    let mut c = Client::connect(&format!("127.0.0.1:{port}"));
-    c.send(&format!("WHATSAT {client} 1 1\n"));
-    let first = c.line();
-    if first.starts_with("? ") {
-        return None;
-    }
-    c.read_json_reply();
-    Some(first)
+    stored_at(&format!("127.0.0.1:{port}"), client)
 }
 
 fn config(dir: &Path, a: u16, b: u16) -> std::path::PathBuf {

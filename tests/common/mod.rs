@@ -176,16 +176,9 @@ impl Herd {
         panic!("{name} never stored {at_line:?} for {client} (last seen: {last:?})");
     }
 
-    /// The AT line server `name` holds for `client`, if any (via WHATSAT 1 1).
+    /// The AT line server `name` holds for `client`, if any.
     pub fn stored(&self, name: &str, client: &str) -> Option<String> {
-        let mut c = self.client(name);
-        c.send(&format!("WHATSAT {client} 1 1\n"));
-        let first = c.line();
-        if first.starts_with("? ") {
-            return None;
-        }
-        c.read_json_reply();
-        Some(first)
+        stored_at(&self.addr(name), client)
     }
 }
 
@@ -484,4 +477,16 @@ pub fn wait_file_contains(path: &Path, needle: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The AT line the server at `addr` holds for `client`, if any (via `WHATSAT client 1 1`).
+pub fn stored_at(addr: &str, client: &str) -> Option<String> {
+    let mut c = Client::connect(addr);
+    c.send(&format!("WHATSAT {client} 1 1\n"));
+    let first = c.line();
+    if first.starts_with("? ") {
+        return None;
+    }
+    c.read_json_reply();
+    Some(first)
 }
