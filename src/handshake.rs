@@ -46,41 +46,62 @@ pub fn is_nonce(s: &str) -> bool {
     s.len() == NONCE_BYTES * 2 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The proof one side sends: `role` is `"accept"` or `"dial"`.
-pub fn mac(
-    secret: &[u8],
-    role: &str,
-    dialer: &str,
-    acceptor: &str,
-    nonce_d: &str,
-    nonce_a: &str,
-) -> String {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    for part in ["herd-v1", role, dialer, acceptor, nonce_d, nonce_a] {
-        m.update(part.as_bytes());
-        m.update(b"\n");
-    }
-    hex(&m.finalize().into_bytes())
+/// Which side a proof speaks for: the two proofs of one handshake differ, so one
+/// side's proof cannot be reflected back as the other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The server that accepted the connection (sent in `HERD-WELCOME`).
+    Accept,
+    /// The server that dialed (sent in `HERD-AUTH`).
+    Dial,
 }
 
-/// Checks a proof in constant time.
-pub fn verify(
-    secret: &[u8],
-    role: &str,
-    dialer: &str,
-    acceptor: &str,
-    nonce_d: &str,
-    nonce_a: &str,
-    proof: &str,
-) -> bool {
-    let want = mac(secret, role, dialer, acceptor, nonce_d, nonce_a);
-    want.len() == proof.len()
-        && want
-            .bytes()
-            .zip(proof.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+/// What both proofs of a handshake cover: who dials, who accepts, and both nonces.
+#[derive(Debug, Clone, Copy)]
+pub struct Transcript<'a> {
+    /// The dialing server's name.
+    pub dialer: &'a str,
+    /// The accepting server's name.
+    pub acceptor: &'a str,
+    /// The dialer's nonce, from `HERD-HELLO`.
+    pub nonce_d: &'a str,
+    /// The acceptor's nonce, from `HERD-WELCOME`.
+    pub nonce_a: &'a str,
+}
+
+impl Transcript<'_> {
+    /// The proof `role` sends: HMAC-SHA256 keyed by the secret over the transcript.
+    pub fn proof(&self, secret: &[u8], role: Role) -> String {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let role = match role {
+            Role::Accept => "accept",
+            Role::Dial => "dial",
+        };
+        for part in [
+            "herd-v1",
+            role,
+            self.dialer,
+            self.acceptor,
+            self.nonce_d,
+            self.nonce_a,
+        ] {
+            m.update(part.as_bytes());
+            m.update(b"\n");
+        }
+        hex(&m.finalize().into_bytes())
+    }
+
+    /// Checks `role`'s proof in constant time.
+    pub fn verify(&self, secret: &[u8], role: Role, proof: &str) -> bool {
+        let want = self.proof(secret, role);
+        want.len() == proof.len()
+            && want
+                .bytes()
+                .zip(proof.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -95,29 +116,28 @@ mod tests {
     fn proofs_bind_secret_roles_names_and_nonces() {
         let (d, a) = (nonce(), nonce());
         assert!(is_nonce(&d) && d != a);
-        let p = mac(b"s3cret", "accept", "Riley", "Jaquez", &d, &a);
-        assert!(verify(b"s3cret", "accept", "Riley", "Jaquez", &d, &a, &p));
-        assert!(!verify(b"other", "accept", "Riley", "Jaquez", &d, &a, &p));
-        assert!(!verify(b"s3cret", "dial", "Riley", "Jaquez", &d, &a, &p));
-        assert!(!verify(b"s3cret", "accept", "Riley", "Juzang", &d, &a, &p));
-        assert!(!verify(
-            b"s3cret",
-            "accept",
-            "Riley",
-            "Jaquez",
-            &d,
-            &nonce(),
-            &p
-        ));
-        assert!(!verify(
-            b"s3cret",
-            "accept",
-            "Riley",
-            "Jaquez",
-            &d,
-            &a,
-            &p[1..]
-        ));
+        let t = Transcript {
+            dialer: "Riley",
+            acceptor: "Jaquez",
+            nonce_d: &d,
+            nonce_a: &a,
+        };
+        let p = t.proof(b"s3cret", Role::Accept);
+        assert!(t.verify(b"s3cret", Role::Accept, &p));
+        assert!(!t.verify(b"other", Role::Accept, &p));
+        assert!(!t.verify(b"s3cret", Role::Dial, &p));
+        let other_name = Transcript {
+            acceptor: "Juzang",
+            ..t
+        };
+        assert!(!other_name.verify(b"s3cret", Role::Accept, &p));
+        let fresh = nonce();
+        let other_nonce = Transcript {
+            nonce_a: &fresh,
+            ..t
+        };
+        assert!(!other_nonce.verify(b"s3cret", Role::Accept, &p));
+        assert!(!t.verify(b"s3cret", Role::Accept, &p[1..]));
         assert!(!p.contains("s3cret"));
         assert!(!is_nonce("xyz") && !is_nonce(&"g".repeat(32)));
     }

@@ -7,7 +7,7 @@
 //! waits: a peer whose queue is full is cut off, and the full exchange on reconnect
 //! makes up what it missed, so a slow peer costs nobody else anything.
 
-use crate::handshake;
+use crate::handshake::{self, Role, Transcript};
 use crate::lines::{Line, LineReader};
 use crate::log::Logger;
 use crate::protocol::{fields, strip_terminator};
@@ -224,25 +224,16 @@ async fn dial(node: &Node, link: &Link) -> Result<(TcpStream, LineReader), Strin
     {
         return Err("peer answered the handshake wrongly".into());
     }
-    if !handshake::verify(
-        &node.secret,
-        "accept",
-        &node.name,
-        &link.name,
-        &nonce_d,
-        &nonce_a,
-        &proof,
-    ) {
+    let transcript = Transcript {
+        dialer: &node.name,
+        acceptor: &link.name,
+        nonce_d: &nonce_d,
+        nonce_a: &nonce_a,
+    };
+    if !transcript.verify(&node.secret, Role::Accept, &proof) {
         return Err("peer failed authentication: HERD_SECRET differs".into());
     }
-    let auth = handshake::mac(
-        &node.secret,
-        "dial",
-        &node.name,
-        &link.name,
-        &nonce_d,
-        &nonce_a,
-    );
+    let auth = transcript.proof(&node.secret, Role::Dial);
     stream
         .write_all(format!("{} {auth}\n", handshake::AUTH).as_bytes())
         .await
@@ -263,14 +254,13 @@ pub(crate) async fn accept(
     let link = &node.peers.links[i];
     let who = format!("peer {}", link.name);
     let nonce_a = handshake::nonce();
-    let proof = handshake::mac(
-        &node.secret,
-        "accept",
-        &link.name,
-        &node.name,
+    let transcript = Transcript {
+        dialer: &link.name,
+        acceptor: &node.name,
         nonce_d,
-        &nonce_a,
-    );
+        nonce_a: &nonce_a,
+    };
+    let proof = transcript.proof(&node.secret, Role::Accept);
     let welcome = format!("{} {} {nonce_a} {proof}\n", handshake::WELCOME, node.name);
     if stream.write_all(welcome.as_bytes()).await.is_err() {
         return;
@@ -285,15 +275,9 @@ pub(crate) async fn accept(
     };
     let words: Vec<&[u8]> = fields(&answer).collect();
     let ok = match words[..] {
-        [word, proof] if word == handshake::AUTH.as_bytes() => handshake::verify(
-            &node.secret,
-            "dial",
-            &link.name,
-            &node.name,
-            nonce_d,
-            &nonce_a,
-            &String::from_utf8_lossy(proof),
-        ),
+        [word, proof] if word == handshake::AUTH.as_bytes() => {
+            transcript.verify(&node.secret, Role::Dial, &String::from_utf8_lossy(proof))
+        }
         _ => false,
     };
     if !ok {

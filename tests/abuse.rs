@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use herd::handshake;
+use herd::handshake::{self, Role, Transcript};
 use herd::server::Secrets;
 use std::io::Write;
 use std::net::TcpStream;
@@ -41,7 +41,13 @@ fn a_replayed_handshake_fails_because_nonces_are_fresh() {
     // A recorded, genuine session (the test knows the secret to make it).
     let nonce_d = handshake::nonce();
     let (mut c, nonce_a, _) = hello(&herd, "A", "0spy", &nonce_d);
-    let proof = handshake::mac(b"s3cret", "dial", "0spy", "A", &nonce_d, &nonce_a);
+    let proof = Transcript {
+        dialer: "0spy",
+        acceptor: "A",
+        nonce_d: &nonce_d,
+        nonce_a: &nonce_a,
+    }
+    .proof(b"s3cret", Role::Dial);
     c.send(&format!(
         "HERD-AUTH {proof}\nAT 0spy +0.000000001 genuine +1-1 1\n"
     ));
@@ -85,10 +91,20 @@ fn a_linked_peer_sending_garbage_is_ignored_or_cut_off() {
     let herd = Herd::start(&["A"], &[], &fake("0bad"));
     let nonce_d = handshake::nonce();
     let (mut p, nonce_a, proof) = hello(&herd, "A", "0bad", &nonce_d);
-    assert!(handshake::verify(
-        b"", "accept", "0bad", "A", &nonce_d, &nonce_a, &proof
-    ));
-    let auth = handshake::mac(b"", "dial", "0bad", "A", &nonce_d, &nonce_a);
+    assert!(Transcript {
+        dialer: "0bad",
+        acceptor: "A",
+        nonce_d: &nonce_d,
+        nonce_a: &nonce_a
+    }
+    .verify(b"", Role::Accept, &proof));
+    let auth = Transcript {
+        dialer: "0bad",
+        acceptor: "A",
+        nonce_d: &nonce_d,
+        nonce_a: &nonce_a,
+    }
+    .proof(b"", Role::Dial);
     p.send(&format!("HERD-AUTH {auth}\n"));
     p.send_bytes(b"\xff\xfe garbage\n\0\0\0\nIAMAT x +1-1 1\nAT 0bad +0.1 short\nAT 0bad +0.000000001 ok +1-1 1\n");
     herd.wait_for("A", "ok", "AT 0bad +0.000000001 ok +1-1 1");

@@ -155,7 +155,7 @@ fn connections_past_the_bound_are_closed_and_service_resumes() {
 
 #[test]
 fn a_peer_that_stops_reading_is_cut_off_and_clients_are_not_delayed() {
-    use herd::handshake;
+    use herd::handshake::{self, Role, Transcript};
     // "0fake" sorts before "A", so A waits for it to dial; it never reads after linking.
     let fake_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let herd = Herd::start(
@@ -172,10 +172,20 @@ fn a_peer_that_stops_reading_is_cut_off_and_clients_are_not_delayed() {
     let welcome = peer.line();
     let words: Vec<&str> = welcome.split(' ').collect();
     assert_eq!(words[..2], ["HERD-WELCOME", "A"]);
-    assert!(handshake::verify(
-        b"", "accept", "0fake", "A", &nonce_d, words[2], words[3]
-    ));
-    let auth = handshake::mac(b"", "dial", "0fake", "A", &nonce_d, words[2]);
+    assert!(Transcript {
+        dialer: "0fake",
+        acceptor: "A",
+        nonce_d: &nonce_d,
+        nonce_a: words[2]
+    }
+    .verify(b"", Role::Accept, words[3]));
+    let auth = Transcript {
+        dialer: "0fake",
+        acceptor: "A",
+        nonce_d: &nonce_d,
+        nonce_a: words[2],
+    }
+    .proof(b"", Role::Dial);
     peer.send(&format!("HERD-AUTH {auth}\n"));
 
     // Flood A with updates for distinct clients; the fake peer reads none of them.
