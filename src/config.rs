@@ -104,7 +104,9 @@ impl Config {
             };
             let content = raw.split('#').next().unwrap_or("");
             let words: Vec<&str> = content
-                .split([' ', '\t', '\r'])
+                // Every byte the protocol treats as white space splits words here too,
+                // so no server name can hold one and break its own AT lines.
+                .split(|c: char| c.is_ascii() && crate::protocol::is_space(c as u8))
                 .filter(|w| !w.is_empty())
                 .collect();
             let Some((&keyword, args)) = words.split_first() else {
@@ -323,6 +325,7 @@ mod tests {
             ("server A nope\n", "/etc/herd/herd.conf:1: `nope` is not HOST:PORT"),
             ("server A 1:99999\n", "/etc/herd/herd.conf:1: `1:99999` is not HOST:PORT"),
             ("server A\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT`"),
+            ("server A\x0bB 1:1\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT`"),
             ("server A 1:1\nplaces bing\n", "/etc/herd/herd.conf:2: unknown places source `bing` (expected google-legacy, google or offline)"),
             ("server A 1:1\nfsync-interval 0\n", "/etc/herd/herd.conf:2: fsync-interval `0` is not a positive number of milliseconds"),
             ("server A 1:1\nlog-dir a\nlog-dir b\n", "/etc/herd/herd.conf:3: `log-dir` given twice"),
