@@ -21,6 +21,10 @@ pub const LOG_QUEUE: usize = 4096;
 /// fill the disk 1 MiB at a time.
 pub const MAX_LOGGED_LINE: usize = 1024;
 
+/// Secrets shorter than this are not scrubbed from the log: herd never writes a secret
+/// there anyway, and scrubbing a short common word would mangle client IDs.
+pub const MIN_SCRUBBED_SECRET: usize = 8;
+
 /// A handle for writing to a server's log; cheap to clone.
 #[derive(Clone)]
 pub struct Logger {
@@ -79,7 +83,7 @@ impl Logger {
         let counter = dropped.clone();
         let secrets: Vec<Vec<u8>> = secrets
             .into_iter()
-            .filter(|s| !s.is_empty())
+            .filter(|s| s.len() >= MIN_SCRUBBED_SECRET)
             .map(String::into_bytes)
             .collect();
         let thread = std::thread::Builder::new()
@@ -132,12 +136,17 @@ impl Entry {
         self.text.push(b' ');
         self.text.extend_from_slice(who.as_bytes());
         self.text.push(b' ');
-        let shown = &text[..text.len().min(MAX_LOGGED_LINE)];
-        for &b in shown {
-            if (0x20..0x7f).contains(&b) && b != b'\\' {
-                self.text.push(b);
-            } else {
+        let mut shown = &text[..text.len().min(MAX_LOGGED_LINE)];
+        let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'\\';
+        while !shown.is_empty() {
+            // Copy printable runs whole; escape the bytes between them.
+            let run = shown.iter().position(|b| !plain(b)).unwrap_or(shown.len());
+            self.text.extend_from_slice(&shown[..run]);
+            if let Some(&b) = shown.get(run) {
                 let _ = write!(Hex(&mut self.text), "\\x{b:02x}");
+                shown = &shown[run + 1..];
+            } else {
+                shown = &[];
             }
         }
         if text.len() > MAX_LOGGED_LINE {
@@ -179,6 +188,8 @@ fn write_loop(
     dropped: &AtomicU64,
     secrets: &[Vec<u8>],
 ) {
+    let finders: Vec<memchr::memmem::Finder<'_>> =
+        secrets.iter().map(memchr::memmem::Finder::new).collect();
     let mut failing = false;
     let mut batch = Vec::new();
     while let Ok(first) = rx.recv_blocking() {
@@ -198,7 +209,7 @@ fn write_loop(
             );
             batch.extend_from_slice(note.as_bytes());
         }
-        for secret in secrets {
+        for secret in &finders {
             redact(&mut batch, secret);
         }
         let Some(f) = file.as_mut() else { continue };
@@ -220,22 +231,23 @@ fn write_loop(
     }
 }
 
-/// Replaces every occurrence of `secret` in `text` with `[redacted]`.
-fn redact(text: &mut Vec<u8>, secret: &[u8]) {
-    if secret.is_empty() || !text.windows(secret.len()).any(|w| w == secret) {
+/// Replaces every occurrence of `secret` in `text` with `[redacted]`. The search is
+/// memchr's substring finder: this runs over every byte the log writes.
+fn redact(text: &mut Vec<u8>, secret: &memchr::memmem::Finder<'_>) {
+    let len = secret.needle().len();
+    let Some(first) = secret.find(text) else {
         return;
-    }
+    };
     let mut out = Vec::with_capacity(text.len());
-    let mut i = 0;
-    while i < text.len() {
-        if text[i..].starts_with(secret) {
-            out.extend_from_slice(b"[redacted]");
-            i += secret.len();
-        } else {
-            out.push(text[i]);
-            i += 1;
-        }
+    out.extend_from_slice(&text[..first]);
+    out.extend_from_slice(b"[redacted]");
+    let mut rest = first + len;
+    while let Some(i) = secret.find(&text[rest..]) {
+        out.extend_from_slice(&text[rest..rest + i]);
+        out.extend_from_slice(b"[redacted]");
+        rest += i + len;
     }
+    out.extend_from_slice(&text[rest..]);
     *text = out;
 }
 
@@ -304,19 +316,26 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         let mut text = b"key=sekrit&x=sekrit".to_vec();
-        redact(&mut text, b"sekrit");
+        redact(&mut text, &memchr::memmem::Finder::new(b"sekrit"));
         assert_eq!(text, b"key=[redacted]&x=[redacted]");
+        let mut text = b"sekritsekrit".to_vec();
+        redact(&mut text, &memchr::memmem::Finder::new(b"sekrit"));
+        assert_eq!(text, b"[redacted][redacted]");
+        let mut text = b"nothing here".to_vec();
+        redact(&mut text, &memchr::memmem::Finder::new(b"sekrit"));
+        assert_eq!(text, b"nothing here");
     }
 
     #[test]
     fn writes_reach_the_file_and_a_bad_dir_does_not_stop_anything() {
         let dir = std::env::temp_dir().join(format!("herd-log-test-{}", std::process::id()));
-        let (log, writer) = Logger::open(&dir, "Riley", vec!["hunter2".into()]);
-        log.event("info", "-", "starting with hunter2");
+        let (log, writer) =
+            Logger::open(&dir, "Riley", vec!["hunter2-secret".into(), "short".into()]);
+        log.event("info", "-", "starting with hunter2-secret and short");
         writer.finish(&log);
         let text = std::fs::read_to_string(dir.join("Riley.log")).unwrap();
         assert!(
-            text.ends_with(" info - starting with [redacted]\n"),
+            text.ends_with(" info - starting with [redacted] and short\n"),
             "{text}"
         );
         let _ = std::fs::remove_dir_all(&dir);

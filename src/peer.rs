@@ -411,7 +411,8 @@ async fn read_loop(
             let line = match line {
                 Line::Full(l) => strip_terminator(l),
                 Line::TooLong(_) => {
-                    node.commit(&mut accepted, Some(i));
+                    node.persist(&accepted);
+                    node.flood(&mut accepted, Some(i));
                     return "peer sent a line that is too long".into();
                 }
             };
@@ -421,7 +422,8 @@ async fn read_loop(
                 None => entry.line("ignored", who, b"not an AT line"),
             }
         }
-        node.commit(&mut accepted, Some(i));
+        node.persist(&accepted);
+        node.flood(&mut accepted, Some(i));
         node.log.send(entry);
         match reader.fill(&mut stream).await {
             Ok(0) => return "closed by peer".into(),

@@ -87,22 +87,25 @@ impl Node {
         self.store.update(client, report).then_some(line)
     }
 
-    /// Makes accepted updates durable (one write for the batch), then floods them to
-    /// every peer but `from`. Called before any reply to them goes out.
-    pub(crate) fn commit(&self, accepted: &mut Vec<Arc<str>>, from: Option<usize>) {
+    /// Makes accepted updates durable, in one write for the batch. Called before any
+    /// reply to them, and any forwarding of them, goes out.
+    pub(crate) fn persist(&self, accepted: &[Arc<str>]) {
+        let Some(state) = &self.state else { return };
         if accepted.is_empty() {
             return;
         }
-        if let Some(state) = &self.state {
-            if let Err(e) = state.append(accepted, || self.store.snapshot()) {
-                self.log.event(
-                    "state-error",
-                    "-",
-                    &format!("cannot write the state file: {e}"),
-                );
-                eprintln!("herd {}: cannot write the state file: {e}", self.name);
-            }
+        if let Err(e) = state.append(accepted, || self.store.snapshot()) {
+            self.log.event(
+                "state-error",
+                "-",
+                &format!("cannot write the state file: {e}"),
+            );
+            eprintln!("herd {}: cannot write the state file: {e}", self.name);
         }
+    }
+
+    /// Floods persisted updates to every peer but `from`, emptying `accepted`.
+    pub(crate) fn flood(&self, accepted: &mut Vec<Arc<str>>, from: Option<usize>) {
         for line in accepted.drain(..) {
             self.peers.flood(&line, from, &self.log);
         }
@@ -390,24 +393,24 @@ async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, 
             }
             answer(node, line, &mut out, &mut accepted).await;
         }
-        node.commit(&mut accepted, None);
+        // Durable first, then the reply; forwarding and logging follow off the reply's path.
+        node.persist(&accepted);
+        let written = write_replies(&mut stream, &out).await;
+        node.flood(&mut accepted, None);
         entry.lines("out", &who, &out);
         node.log.send(entry);
+        out.clear();
+        if let Err(why) = written {
+            break why;
+        }
         if let Some((i, nonce)) = hello {
             node.log
                 .event("close", &who, "handed over to the peer link");
-            return peer::accept(node, i, stream, reader, &nonce, alive).await;
-        }
-        if !out.is_empty() {
-            match timeout(CLIENT_WRITE_TIMEOUT, stream.write_all(&out)).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => break format!("write failed: {e}"),
-                None => break "client did not read its replies in time".to_string(),
-            }
-            out.clear();
+            // Boxed: a link's state would otherwise sit in every client task's future.
+            return Box::pin(peer::accept(node, i, stream, reader, &nonce, alive)).await;
         }
         if too_long {
-            drain(&mut stream).await;
+            Box::pin(drain(&mut stream)).await;
             break format!("line longer than {} bytes", crate::lines::MAX_LINE);
         }
         match read {
@@ -417,6 +420,24 @@ async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, 
         }
     };
     node.log.event("close", &who, &why);
+}
+
+/// Writes a batch of replies, giving a client that reads nothing `CLIENT_WRITE_TIMEOUT`.
+/// Most writes complete at once, so the timer is set only when one has to wait.
+async fn write_replies(stream: &mut TcpStream, out: &[u8]) -> Result<(), String> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let mut write = stream.write_all(out);
+    let done = match future::poll_once(&mut write).await {
+        Some(done) => Some(done),
+        None => timeout(CLIENT_WRITE_TIMEOUT, write).await,
+    };
+    match done {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(format!("write failed: {e}")),
+        None => Err("client did not read its replies in time".into()),
+    }
 }
 
 /// After a line that is too long: stop sending, then read and discard what is in
@@ -469,10 +490,11 @@ async fn answer(node: &Node, line: &[u8], out: &mut Vec<u8>, accepted: &mut Vec<
             let location = protocol::parse_at(&at)
                 .map(|a| a.location)
                 .unwrap_or_default();
-            let places = node.places.nearby(location, cmd.radius, cmd.bound).await;
+            // Boxed: only WHATSAT needs this state, not every connection's future.
+            let places = Box::pin(node.places.nearby(location, cmd.radius, cmd.bound)).await;
             out.extend_from_slice(at.as_bytes());
             out.push(b'\n');
-            out.extend_from_slice(places::render(&places).as_bytes());
+            out.extend_from_slice(places.as_bytes());
             out.extend_from_slice(b"\n\n");
         }
         Err(_) => protocol::format_invalid(line, out),

@@ -24,8 +24,8 @@ pub const PLACES_TIMEOUT: Duration = Duration::from_secs(5);
 /// leaves room for verbose answers while bounding memory per request.
 pub const MAX_PLACES_RESPONSE: u64 = 1 << 20;
 
-/// Places requests in flight at once, per server. Each holds a blocking-pool thread and
-/// up to `MAX_PLACES_RESPONSE` bytes; more WHATSATs wait their turn.
+/// Places requests in flight at once, per server: one worker thread each, each holding
+/// up to `MAX_PLACES_RESPONSE` bytes; as many more may queue, then WHATSATs wait.
 pub const MAX_PLACES_IN_FLIGHT: usize = 32;
 
 /// The environment variable holding the Google API key.
@@ -42,7 +42,7 @@ enum Source {
 pub struct Places {
     source: Source,
     agent: ureq::Agent,
-    slots: smol::lock::Semaphore,
+    workers: Workers,
 }
 
 impl Places {
@@ -91,7 +91,7 @@ impl Places {
         Ok(Places {
             source,
             agent,
-            slots: smol::lock::Semaphore::new(MAX_PLACES_IN_FLIGHT),
+            workers: Workers::new(),
         })
     }
 
@@ -105,17 +105,26 @@ impl Places {
         }
     }
 
-    /// The places within `radius_km` of `location` (ISO 6709 text), at most `bound`, in
-    /// the legacy shape. Never fails: trouble becomes an `UNKNOWN_ERROR` object.
-    pub async fn nearby(&self, location: &str, radius: &str, bound: usize) -> Value {
+    /// The places within `radius` km of `location` (ISO 6709 text), at most `bound`, as
+    /// legacy-shaped JSON text ready for the reply. Never fails: trouble becomes an
+    /// `UNKNOWN_ERROR` object. HTTP sources run on the places workers, which also parse,
+    /// cut and render the answer, so the executor only waits.
+    pub async fn nearby(&self, location: &str, radius: &str, bound: usize) -> String {
         let Some((lat, lng)) = crate::protocol::parse_location(location) else {
-            return error_object("UNKNOWN_ERROR", "stored location is not valid");
+            return render(&error_object(
+                "UNKNOWN_ERROR",
+                "stored location is not valid",
+            ));
         };
         let radius_m = crate::protocol::radius_metres(radius);
         let radius_f: f64 = radius_m.parse().unwrap_or(0.0);
-        let mut value = match &self.source {
-            Source::Offline(data, _) => data.nearby(lat, lng, radius_f, bound),
-            Source::Unavailable(why) => error_object("UNKNOWN_ERROR", why),
+        let job: Job = match &self.source {
+            Source::Offline(data, _) => {
+                let mut value = data.nearby(lat, lng, radius_f, bound);
+                truncate_results(&mut value, bound);
+                return render(&value);
+            }
+            Source::Unavailable(why) => return render(&error_object("UNKNOWN_ERROR", why)),
             Source::Legacy { url, key } => {
                 let query = format!(
                     "{url}{}location={}&radius={}&key={}",
@@ -124,38 +133,104 @@ impl Places {
                     percent_encode(&radius_m),
                     percent_encode(key)
                 );
-                let agent = self.agent.clone();
-                let _slot = self.slots.acquire().await;
-                let answer = smol::unblock(move || fetch(agent.get(&query).call())).await;
-                match answer {
-                    Ok((_, body)) => legacy_answer(&body),
-                    Err(e) => error_object("UNKNOWN_ERROR", &scrub(&e, key)),
-                }
+                let (agent, key) = (self.agent.clone(), key.clone());
+                Box::new(move || {
+                    let value = match fetch(agent.get(&query).call()) {
+                        Ok((_, body)) => legacy_answer(&body),
+                        Err(e) => error_object("UNKNOWN_ERROR", &scrub(&e, &key)),
+                    };
+                    finish(value, bound)
+                })
             }
             Source::New { url, key } => {
                 let body = google_new::request_body(lat, lng, radius_f, bound);
-                let (agent, url, header_key) = (self.agent.clone(), url.clone(), key.clone());
-                let _slot = self.slots.acquire().await;
-                let answer = smol::unblock(move || {
-                    fetch(
+                let (agent, url, key) = (self.agent.clone(), url.clone(), key.clone());
+                Box::new(move || {
+                    let answer = fetch(
                         agent
                             .post(&url)
                             .header("Content-Type", "application/json")
-                            .header("X-Goog-Api-Key", &header_key)
+                            .header("X-Goog-Api-Key", &key)
                             .header("X-Goog-FieldMask", google_new::FIELD_MASK)
                             .send(body.as_bytes()),
-                    )
+                    );
+                    let value = match answer {
+                        Ok((status, body)) => google_new::translate(status, &body),
+                        Err(e) => error_object("UNKNOWN_ERROR", &scrub(&e, &key)),
+                    };
+                    finish(value, bound)
                 })
-                .await;
-                match answer {
-                    Ok((status, body)) => google_new::translate(status, &body),
-                    Err(e) => error_object("UNKNOWN_ERROR", &scrub(&e, key)),
-                }
             }
         };
-        truncate_results(&mut value, bound);
-        value
+        self.workers.run(job).await
     }
+}
+
+/// A places request for a worker: fetch, parse, cut, render.
+type Job = Box<dyn FnOnce() -> String + Send>;
+
+/// `MAX_PLACES_IN_FLIGHT` threads that run blocking places requests, started on the
+/// first one. They wait on a channel with no timeout, so an idle server never wakes.
+struct Workers {
+    jobs: std::sync::OnceLock<async_channel::Sender<(Job, async_channel::Sender<String>)>>,
+}
+
+impl Workers {
+    fn new() -> Workers {
+        Workers {
+            jobs: std::sync::OnceLock::new(),
+        }
+    }
+
+    async fn run(&self, job: Job) -> String {
+        let jobs = self.jobs.get_or_init(|| {
+            let (tx, rx) = async_channel::bounded::<(Job, async_channel::Sender<String>)>(
+                MAX_PLACES_IN_FLIGHT,
+            );
+            for i in 0..MAX_PLACES_IN_FLIGHT {
+                let rx = rx.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("herd-places-{i}"))
+                    .spawn(move || {
+                        while let Ok((job, reply)) = rx.recv_blocking() {
+                            let _ = reply.send_blocking(job());
+                        }
+                    });
+                if spawned.is_err() {
+                    eprintln!("herd: cannot start places worker {i}");
+                }
+            }
+            tx
+        });
+        let (reply, answer) = async_channel::bounded(1);
+        if jobs.send((job, reply)).await.is_err() {
+            return render(&error_object(
+                "UNKNOWN_ERROR",
+                "places workers are not running",
+            ));
+        }
+        answer.recv().await.unwrap_or_else(|_| {
+            render(&error_object(
+                "UNKNOWN_ERROR",
+                "places request failed inside herd",
+            ))
+        })
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Closing the queue ends every worker once it finishes its request.
+        if let Some(jobs) = self.jobs.get() {
+            jobs.close();
+        }
+    }
+}
+
+/// Cuts `results` to `bound` and renders the answer.
+fn finish(mut value: Value, bound: usize) -> String {
+    truncate_results(&mut value, bound);
+    render(&value)
 }
 
 /// Reads a response: its status and at most `MAX_PLACES_RESPONSE` bytes of body.
