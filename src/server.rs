@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::lines::{Line, LineReader};
-use crate::log::{LogWriter, Logger};
+use crate::log::{Entry, LogWriter, Logger};
 use crate::peer::{self, Peers};
 use crate::places::{self, Places};
 use crate::protocol::{self, Command};
@@ -379,7 +379,9 @@ async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, 
                 Line::Full(l) => protocol::strip_terminator(l),
                 Line::TooLong(prefix) => {
                     entry.line("in", &who, prefix);
+                    let start = out.len();
                     protocol::format_invalid(prefix, &mut out);
+                    entry.lines("out", &who, &out[start..]);
                     too_long = true;
                     break;
                 }
@@ -391,13 +393,12 @@ async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, 
                     break;
                 }
             }
-            answer(node, line, &mut out, &mut accepted).await;
+            answer(node, line, &mut out, &mut accepted, (&mut entry, &who)).await;
         }
         // Durable first, then the reply; forwarding and logging follow off the reply's path.
         node.persist(&accepted);
         let written = write_replies(&mut stream, &out).await;
         node.flood(&mut accepted, None);
-        entry.lines("out", &who, &out);
         node.log.send(entry);
         out.clear();
         if let Err(why) = written {
@@ -474,7 +475,15 @@ fn peer_hello(node: &Node, line: &[u8]) -> Option<(usize, String)> {
 }
 
 /// Answers one client line, appending the reply to `out`.
-async fn answer(node: &Node, line: &[u8], out: &mut Vec<u8>, accepted: &mut Vec<Arc<str>>) {
+async fn answer(
+    node: &Node,
+    line: &[u8],
+    out: &mut Vec<u8>,
+    accepted: &mut Vec<Arc<str>>,
+    log: (&mut Entry, &str),
+) {
+    let (entry, who) = log;
+    let start = out.len();
     match protocol::parse_command(line) {
         Ok(Command::IAmAt(cmd)) => {
             let at = protocol::format_at(&node.name, now_ns(), &cmd);
@@ -485,7 +494,8 @@ async fn answer(node: &Node, line: &[u8], out: &mut Vec<u8>, accepted: &mut Vec<
         }
         Ok(Command::WhatsAt(cmd)) => {
             let Some(at) = node.store.get(cmd.client) else {
-                return protocol::format_invalid(line, out);
+                protocol::format_invalid(line, out);
+                return entry.lines("out", who, &out[start..]);
             };
             let location = protocol::parse_at(&at)
                 .map(|a| a.location)
@@ -496,9 +506,14 @@ async fn answer(node: &Node, line: &[u8], out: &mut Vec<u8>, accepted: &mut Vec<
             out.push(b'\n');
             out.extend_from_slice(places.as_bytes());
             out.extend_from_slice(b"\n\n");
+            // The JSON is logged as one line (its newlines escaped, cut at
+            // MAX_LOGGED_LINE): a line per JSON line would cost more than the reply.
+            entry.line("out", who, at.as_bytes());
+            return entry.line("out", who, places.as_bytes());
         }
         Err(_) => protocol::format_invalid(line, out),
     }
+    entry.lines("out", who, &out[start..]);
 }
 
 /// Raises this process's open-file limit to its hard limit, so `MAX_CONNECTIONS` is

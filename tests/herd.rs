@@ -92,7 +92,11 @@ fn whatsat_at_the_farthest_server_asks_the_places_service() {
             "{name}'s log holds the key"
         );
     }
-    herd.wait_log("Campbell", "in client");
+    let log = herd.wait_log("Campbell", "in client");
+    assert!(log.contains("in client 127.0.0.1:"), "{log}");
+    herd.wait_log("Campbell", "out client 127.0.0.1:");
+    // The JSON goes to the log as one line, its newlines escaped.
+    herd.wait_log("Campbell", "{\\x0a   \"html_attributions\" : [],\\x0a");
 }
 
 #[test]
