@@ -240,11 +240,11 @@ fn the_new_api_is_asked_the_way_google_checks_and_answered_in_the_legacy_shape()
 #[test]
 fn a_deeply_nested_answer_is_refused_not_a_crash() {
     let depth = 100_000;
-    let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let nested = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
     let places = StandIn::start(Answer::Reply(200, nested));
     let herd = herd_with(&places.legacy_url());
     let (value, _) = whatsat(&herd, 5);
-    assert_unknown_error(&value, "not JSON");
+    assert_unknown_error(&value, "nested deeper");
 }
 
 #[test]
@@ -281,4 +281,30 @@ fn with_no_places_line_and_no_key_the_built_in_data_answers_nearest_first() {
         assert_eq!(r["types"], serde_json::json!(["locality", "political"]));
     }
     herd.wait_log("A", "places: offline");
+}
+
+#[test]
+fn an_answer_nested_past_the_depth_bound_is_refused() {
+    use herd::places::MAX_JSON_DEPTH;
+    let nest = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let places = StandIn::start(Answer::Reply(
+        200,
+        format!(
+            r#"{{"results":[],"status":"OK","deep":{}}}"#,
+            nest(MAX_JSON_DEPTH)
+        ),
+    ));
+    let herd = herd_with(&places.legacy_url());
+    let (value, _) = whatsat(&herd, 5);
+    assert_unknown_error(&value, "nested deeper");
+    // One level less is passed on.
+    places.set(Answer::Reply(
+        200,
+        format!(
+            r#"{{"results":[],"status":"OK","deep":{}}}"#,
+            nest(MAX_JSON_DEPTH - 1)
+        ),
+    ));
+    let (value, _) = whatsat(&herd, 5);
+    assert_eq!(value["status"], "OK");
 }

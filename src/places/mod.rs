@@ -8,6 +8,7 @@ pub mod google_new;
 pub mod offline;
 
 use crate::config::PlacesConfig;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::io;
 use std::sync::Arc;
@@ -85,6 +86,9 @@ impl Places {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(PLACES_TIMEOUT))
             .http_status_as_error(false)
+            // Keep a connection per worker alive, so busy WHATSATs reuse them.
+            .max_idle_connections(MAX_PLACES_IN_FLIGHT)
+            .max_idle_connections_per_host(MAX_PLACES_IN_FLIGHT)
             .user_agent(concat!("herd/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -134,12 +138,9 @@ impl Places {
                     percent_encode(key)
                 );
                 let (agent, key) = (self.agent.clone(), key.clone());
-                Box::new(move || {
-                    let value = match fetch(agent.get(&query).call()) {
-                        Ok((_, body)) => legacy_answer(&body),
-                        Err(e) => error_object("UNKNOWN_ERROR", &scrub(&e, &key)),
-                    };
-                    finish(value, bound)
+                Box::new(move || match fetch(agent.get(&query).call()) {
+                    Ok((_, body)) => legacy_answer(&body, bound),
+                    Err(e) => render(&error_object("UNKNOWN_ERROR", &scrub(&e, &key))),
                 })
             }
             Source::New { url, key } => {
@@ -297,19 +298,166 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-/// A legacy service's body: a JSON object, or an error object saying why not.
-fn legacy_answer(body: &[u8]) -> Value {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Value::Object(map),
-        Ok(_) => error_object(
-            "UNKNOWN_ERROR",
-            "places service answered JSON that is not an object",
-        ),
-        Err(_) => error_object(
-            "UNKNOWN_ERROR",
-            "places service answered with something that is not JSON",
-        ),
+/// A legacy service's body, rendered with `results` cut to `bound`; or an error object
+/// saying why not. The body is validated and split without building a tree: each value
+/// is re-indented from its own text, so key order and number spelling pass through
+/// exactly, and a 20-result answer costs a fraction of a parse into `Value` and back.
+fn legacy_answer(body: &[u8], bound: usize) -> String {
+    let top: Ordered<'_> = match serde_json::from_slice(body) {
+        Ok(top) => top,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return render(&error_object(
+                "UNKNOWN_ERROR",
+                "places service answered JSON that is not an object",
+            ))
+        }
+        Err(_) => {
+            return render(&error_object(
+                "UNKNOWN_ERROR",
+                "places service answered with something that is not JSON",
+            ))
+        }
+    };
+    let mut out = String::with_capacity(body.len() * 2);
+    if top.0.is_empty() {
+        out.push_str("{}");
+        return out;
     }
+    out.push('{');
+    for (i, (key, raw)) in top.0.iter().enumerate() {
+        out.push_str(if i == 0 { "\n   " } else { ",\n   " });
+        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+        out.push_str(" : ");
+        let results = (key == "results")
+            .then(|| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+            .flatten();
+        match results {
+            Some(items) if !items.is_empty() && bound > 0 => {
+                out.push('[');
+                for (j, item) in items.iter().take(bound).enumerate() {
+                    out.push_str(if j == 0 { "\n      " } else { ",\n      " });
+                    if !reindent(item.get(), 2, &mut out) {
+                        return too_deep();
+                    }
+                }
+                out.push_str("\n   ]");
+            }
+            Some(_) => out.push_str("[]"),
+            None if !reindent(raw.get(), 1, &mut out) => return too_deep(),
+            None => {}
+        }
+    }
+    out.push_str("\n}");
+    out
+}
+
+fn too_deep() -> String {
+    render(&error_object(
+        "UNKNOWN_ERROR",
+        &format!("places answer is nested deeper than {MAX_JSON_DEPTH} or renders larger than {MAX_RENDERED} bytes"),
+    ))
+}
+
+/// A JSON object's members in their order, values left as text.
+struct Ordered<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Ordered<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Ordered<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Ordered<'de>, M::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Ordered(members))
+            }
+        }
+        d.deserialize_map(Members)
+    }
+}
+
+/// Deepest nesting passed on from a places answer; Google's is 5 deep. Past it (or past
+/// `MAX_RENDERED`) the answer is refused: indentation grows with depth, so a hostile
+/// answer could otherwise turn 1 MiB into gigabytes.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Largest rendered places JSON, in bytes.
+pub const MAX_RENDERED: usize = 4 << 20;
+
+/// Writes valid JSON text re-indented as `render` would: three spaces a level (starting
+/// at `depth`), ` : ` after keys, `[]`/`{}` when empty, strings and numbers verbatim.
+/// Iterative, so nesting costs no stack; false if `MAX_JSON_DEPTH` or `MAX_RENDERED`
+/// was crossed.
+fn reindent(raw: &str, mut depth: usize, out: &mut String) -> bool {
+    let b = raw.as_bytes();
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("   ");
+        }
+    };
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() {
+                    match b[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                out.push_str(raw.get(start..i.min(b.len())).unwrap_or_default());
+                continue;
+            }
+            open @ (b'{' | b'[') => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                let next = b[i + 1..].iter().position(|c| !c.is_ascii_whitespace());
+                if next.is_some_and(|n| b[i + 1 + n] == close) {
+                    out.push(open as char);
+                    out.push(close as char);
+                    i += next.unwrap_or(0) + 2;
+                    continue;
+                }
+                out.push(open as char);
+                depth += 1;
+                if depth > MAX_JSON_DEPTH || out.len() > MAX_RENDERED {
+                    return false;
+                }
+                newline(out, depth);
+            }
+            close @ (b'}' | b']') => {
+                depth = depth.saturating_sub(1);
+                newline(out, depth);
+                out.push(close as char);
+            }
+            b',' => {
+                out.push(',');
+                newline(out, depth);
+                if out.len() > MAX_RENDERED {
+                    return false;
+                }
+            }
+            b':' => out.push_str(" : "),
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            other => out.push(other as char),
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Cuts `results` to `bound` entries.
@@ -404,6 +552,27 @@ mod tests {
     }
 
     #[test]
+    fn legacy_answers_render_exactly_as_a_parsed_value_would() {
+        for body in [
+            r#"{"html_attributions":[],"results":[{"name":"A","geometry":{"location":{"lat":1.5,"lng":-2}},"types":["a","b"],"x":{},"y":[[]],"z":"q\"\\u00e9:,{["}],"status":"OK"}"#,
+            r#"{ "results" : [ 1 , 2 , 3 , 4 , 5 , 6 , 7 ] , "next_page_token":"t" }"#,
+            r#"{"status":"ZERO_RESULTS","results":[]}"#,
+            r#"{"results":"not a list","a":null,"b":true,"c":-1.25e-7}"#,
+            "{}",
+        ] {
+            let mut value: Value = serde_json::from_str(body).unwrap();
+            truncate_results(&mut value, 5);
+            let fast = legacy_answer(body.as_bytes(), 5);
+            let reparsed: Value = serde_json::from_str(&fast).unwrap();
+            assert_eq!(reparsed, value, "{fast}");
+            if !body.contains("e-7") && !body.contains("u00e9") {
+                assert_eq!(fast, render(&value));
+            }
+            assert!(!fast.contains("\n\n"));
+        }
+    }
+
+    #[test]
     fn key_order_is_kept_and_results_cut() {
         let mut v: Value =
             serde_json::from_str(r#"{"status":"OK","zeta":1,"results":[1,2,3,4],"alpha":2}"#)
@@ -432,8 +601,12 @@ mod tests {
             error_object("UNKNOWN_ERROR", "boom"),
             json!({"error_message": "boom", "html_attributions": [], "results": [], "status": "UNKNOWN_ERROR"})
         );
-        assert_eq!(legacy_answer(b"<html>")["status"], "UNKNOWN_ERROR");
-        assert_eq!(legacy_answer(b"[1]")["status"], "UNKNOWN_ERROR");
-        assert_eq!(legacy_answer(br#"{"status":"OK"}"#)["status"], "OK");
+        let status = |body: &[u8]| -> Value {
+            serde_json::from_str::<Value>(&legacy_answer(body, 5)).unwrap()["status"].clone()
+        };
+        assert_eq!(status(b"<html>"), "UNKNOWN_ERROR");
+        assert_eq!(status(b"[1]"), "UNKNOWN_ERROR");
+        assert_eq!(status(b"{\"status\":\"OK\"} x"), "UNKNOWN_ERROR");
+        assert_eq!(status(br#"{"status":"OK"}"#), "OK");
     }
 }
