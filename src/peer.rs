@@ -42,6 +42,17 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// dead one costs one refused connect per second.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// A peer link silent this long gets TCP keepalive probes. A peer whose host vanished
+/// (crash, partition) sends no FIN or RST; without probes a quiet link would look up
+/// forever, and the restarted peer would wait for a dial that never comes.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(2);
+
+/// Interval between keepalive probes, and how many unanswered ones end the link:
+/// a dead peer is noticed within about `KEEPALIVE_IDLE + 3 × 1 s`.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// See `KEEPALIVE_INTERVAL`.
+pub const KEEPALIVE_PROBES: u32 = 3;
+
 /// Bytes gathered into one write to a peer.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -337,6 +348,10 @@ async fn run_link(
         .map(|a| a.to_string())
         .unwrap_or_default();
     node.log.event("link-up", &who, &addr);
+    if let Err(e) = keepalive(&stream) {
+        node.log
+            .event("link-info", &who, &format!("cannot set keepalive: {e}"));
+    }
     let snapshot = node.store.snapshot();
     let why = future::or(
         write_loop(stream.clone(), snapshot, rx, &node.log, &who),
@@ -345,6 +360,19 @@ async fn run_link(
     .await;
     node.peers.remove(i, id);
     node.log.event("link-down", &who, &why);
+}
+
+/// Turns on TCP keepalive (kernel timers: no wakeups here) and a matching
+/// `TCP_USER_TIMEOUT`, so writes unacknowledged that long end the link too.
+fn keepalive(stream: &TcpStream) -> std::io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(stream, true)?;
+    sockopt::set_tcp_keepidle(stream, KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(stream, KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(stream, KEEPALIVE_PROBES)?;
+    let dead = KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES;
+    sockopt::set_tcp_user_timeout(stream, dead.as_millis() as u32)?;
+    Ok(())
 }
 
 async fn write_loop(
