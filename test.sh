@@ -20,5 +20,7 @@ fi
 step "scripted nc test of the five-server herd"
 cargo build --quiet
 tests/scripts/nc-herd.sh target/debug/herd
+step "chaos round: kills, crashes, partitions; zero lost, zero stale"
+./chaos.sh --secs 45 --herd target/debug/herd
 echo
 echo "test.sh: all passed"
