@@ -160,29 +160,30 @@ pub async fn run(
         connections: Arc::new(AtomicUsize::new(0)),
     });
     let (shutdown_tx, shutdown) = async_channel::bounded::<()>(1);
-    let (done_tx, done) = async_channel::bounded::<()>(1);
-    let alive = Alive {
-        shutdown,
-        _done: done_tx,
-    };
+    let (clients, clients_done) = Alive::new(&shutdown);
+    let (links_alive, links_done) = Alive::new(&shutdown);
     let links: Vec<smol::Task<()>> = (0..node.peers.links().len())
         .filter(|&i| node.peers.links()[i].dials)
-        .map(|i| smol::spawn(peer::dial_loop(node.clone(), i, alive.clone())))
+        .map(|i| smol::spawn(peer::dial_loop(node.clone(), i, links_alive.clone())))
         .collect();
-    future::or(accept_loop(&node, &listener, &alive), async {
+    let tokens = (clients, links_alive);
+    future::or(accept_loop(&node, &listener, &tokens), async {
         stop.await;
     })
     .await;
-    // Shut down in order: stop accepting; tell connections (they finish the commands
-    // they have read) and links (their writers drain the queues) to end; wait for them,
-    // within a grace period; then cancel what is left.
+    // Shut down in order: stop accepting; let client connections finish the commands
+    // they have read (their updates still flood); then close the peer queues, let the
+    // writers drain them, and wait for the links; each phase within a grace period.
     drop(listener);
     node.log.event("stop", "-", "shutting down");
     drop(shutdown_tx);
+    let (clients, links_alive) = tokens;
+    drop(clients);
+    let clients_finished = timeout(SHUTDOWN_GRACE, clients_done.recv()).await.is_some();
     node.peers.close_all();
-    drop(alive);
-    let finished = timeout(SHUTDOWN_GRACE, done.recv()).await.is_some();
-    if !finished {
+    drop(links_alive);
+    let links_finished = timeout(SHUTDOWN_GRACE, links_done.recv()).await.is_some();
+    if !(clients_finished && links_finished) {
         node.log
             .event("stop", "-", "grace period over: cancelling what is left");
     }
@@ -272,6 +273,17 @@ pub(crate) struct Alive {
 }
 
 impl Alive {
+    /// A token tied to `shutdown`, and the receiver that closes once every clone of the
+    /// token is dropped.
+    fn new(shutdown: &async_channel::Receiver<()>) -> (Alive, async_channel::Receiver<()>) {
+        let (done_tx, done) = async_channel::bounded::<()>(1);
+        let alive = Alive {
+            shutdown: shutdown.clone(),
+            _done: done_tx,
+        };
+        (alive, done)
+    }
+
     /// True once the server is stopping.
     pub(crate) fn stopping(&self) -> bool {
         self.shutdown.is_closed()
@@ -287,7 +299,9 @@ impl Alive {
     }
 }
 
-async fn accept_loop(node: &Arc<Node>, listener: &TcpListener, alive: &Alive) {
+/// Accepts connections; each task holds a client token, and a link token for the case
+/// its connection turns out to be a peer.
+async fn accept_loop(node: &Arc<Node>, listener: &TcpListener, tokens: &(Alive, Alive)) {
     let mut failing = false;
     loop {
         match listener.accept().await {
@@ -304,10 +318,10 @@ async fn accept_loop(node: &Arc<Node>, listener: &TcpListener, alive: &Alive) {
                 }
                 let _ = stream.set_nodelay(true);
                 let guard = Counted::new(&node.connections);
-                let (node, alive) = (node.clone(), alive.clone());
+                let (node, client, link) = (node.clone(), tokens.0.clone(), tokens.1.clone());
                 smol::spawn(async move {
                     let _guard = guard;
-                    serve_connection(&node, stream, who, &alive).await;
+                    serve_connection(&node, stream, who, client, link).await;
                 })
                 .detach();
             }
@@ -361,7 +375,13 @@ fn now_ns() -> i128 {
 }
 
 /// Serves one connection: a client, or a peer if its first line is a valid `HERD-HELLO`.
-async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, alive: &Alive) {
+async fn serve_connection(
+    node: &Arc<Node>,
+    mut stream: TcpStream,
+    who: String,
+    alive: Alive,
+    link: Alive,
+) {
     node.log.event("open", &who, "");
     let mut reader = LineReader::new();
     let mut out = Vec::with_capacity(256);
@@ -408,7 +428,9 @@ async fn serve_connection(node: &Arc<Node>, mut stream: TcpStream, who: String, 
             node.log
                 .event("close", &who, "handed over to the peer link");
             // Boxed: a link's state would otherwise sit in every client task's future.
-            return Box::pin(peer::accept(node, i, stream, reader, &nonce, alive)).await;
+            // From here on this is a link: the server stops it with the links.
+            drop(alive);
+            return Box::pin(peer::accept(node, i, stream, reader, &nonce, &link)).await;
         }
         if too_long {
             Box::pin(drain(&mut stream)).await;

@@ -11,8 +11,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 /// How long children get to stop after SIGTERM before they are killed: a server
-/// flushes its queues and log in well under a second.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// usually stops in well under a second, and at worst waits two `SHUTDOWN_GRACE`
+/// periods (clients, then links).
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// Runs the whole herd; returns the process exit code.
 pub fn run(config: &Config, config_path: &Path) -> i32 {

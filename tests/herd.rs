@@ -230,3 +230,35 @@ fn a_server_with_another_secret_learns_nothing_and_teaches_nothing() {
         );
     }
 }
+
+#[test]
+fn a_stopping_server_answers_what_it_has_read_and_drains_its_peer_queues() {
+    let places = StandIn::start(Answer::Slow(Duration::from_millis(800), legacy_body(2)));
+    let mut herd = Herd::start_with(
+        &["A", "B"],
+        &[("A", "B")],
+        &format!("places google-legacy {}\n", places.legacy_url()),
+        |_| Secrets {
+            herd_secret: None,
+            places_key: Some("k".into()),
+        },
+    );
+    let mut c = herd.client("A");
+    c.send("IAMAT before +1-2 1\n");
+    let first = c.line();
+    herd.wait_for("B", "before", &first);
+    // A WHATSAT that waits on a slow places service, then an IAMAT behind it: both are
+    // read before the stop and must be answered (and the IAMAT flooded to B) after it.
+    c.send("WHATSAT before 1 1\nIAMAT last +3-4 2\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    herd.kill("A");
+    assert!(started.elapsed() < herd::server::SHUTDOWN_GRACE + Duration::from_secs(1));
+    assert_eq!(c.line(), first);
+    let json = c.read_json_reply();
+    assert!(json.contains("\"status\" : \"OK\""), "{json}");
+    let last = c.line();
+    assert_at(&last, "A", "IAMAT last +3-4 2");
+    assert!(c.closed_within(Duration::from_secs(2)));
+    herd.wait_for("B", "last", &last);
+}

@@ -648,7 +648,12 @@ fn legacy_places_numbers_pass_through_unchanged() {
         let value: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
         let rendered = herd::places::render(&value);
         // The same number, though it may be spelled differently (`e44` → `e+44`).
-        let shown = rendered.split(" : ").nth(1).unwrap().trim_end_matches(['\n', '}']).trim();
+        let shown = rendered
+            .split(" : ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(['\n', '}'])
+            .trim();
         let (want, got): (f64, f64) = (number.parse().unwrap(), shown.parse().unwrap());
         assert_eq!(want.to_bits(), got.to_bits(), "{number} became {rendered}");
     }
