@@ -89,23 +89,7 @@ fn a_stranger_claiming_a_linked_name_is_refused_and_the_real_link_stays_up() {
 #[test]
 fn a_linked_peer_sending_garbage_is_ignored_or_cut_off() {
     let herd = Herd::start(&["A"], &[], &fake("0bad"));
-    let nonce_d = handshake::nonce();
-    let (mut p, nonce_a, proof) = hello(&herd, "A", "0bad", &nonce_d);
-    assert!(Transcript {
-        dialer: "0bad",
-        acceptor: "A",
-        nonce_d: &nonce_d,
-        nonce_a: &nonce_a
-    }
-    .verify(b"", Role::Accept, &proof));
-    let auth = Transcript {
-        dialer: "0bad",
-        acceptor: "A",
-        nonce_d: &nonce_d,
-        nonce_a: &nonce_a,
-    }
-    .proof(b"", Role::Dial);
-    p.send(&format!("HERD-AUTH {auth}\n"));
+    let mut p = herd.link_as("A", "0bad", b"");
     p.send_bytes(b"\xff\xfe garbage\n\0\0\0\nIAMAT x +1-1 1\nAT 0bad +0.1 short\nAT 0bad +0.000000001 ok +1-1 1\n");
     herd.wait_for("A", "ok", "AT 0bad +0.000000001 ok +1-1 1");
     assert_eq!(herd.stored("A", "x"), None);

@@ -155,7 +155,6 @@ fn connections_past_the_bound_are_closed_and_service_resumes() {
 
 #[test]
 fn a_peer_that_stops_reading_is_cut_off_and_clients_are_not_delayed() {
-    use herd::handshake::{self, Role, Transcript};
     // "0fake" sorts before "A", so A waits for it to dial; it never reads after linking.
     let fake_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let herd = Herd::start(
@@ -166,27 +165,7 @@ fn a_peer_that_stops_reading_is_cut_off_and_clients_are_not_delayed() {
             fake_listener.local_addr().unwrap()
         ),
     );
-    let mut peer = Client::connect(&herd.addr("A"));
-    let nonce_d = handshake::nonce();
-    peer.send(&format!("HERD-HELLO 0fake {nonce_d}\n"));
-    let welcome = peer.line();
-    let words: Vec<&str> = welcome.split(' ').collect();
-    assert_eq!(words[..2], ["HERD-WELCOME", "A"]);
-    assert!(Transcript {
-        dialer: "0fake",
-        acceptor: "A",
-        nonce_d: &nonce_d,
-        nonce_a: words[2]
-    }
-    .verify(b"", Role::Accept, words[3]));
-    let auth = Transcript {
-        dialer: "0fake",
-        acceptor: "A",
-        nonce_d: &nonce_d,
-        nonce_a: words[2],
-    }
-    .proof(b"", Role::Dial);
-    peer.send(&format!("HERD-AUTH {auth}\n"));
+    let _peer = herd.link_as("A", "0fake", b"");
 
     // Flood A with updates for distinct clients; the fake peer reads none of them.
     let mut c = herd.client("A");

@@ -191,6 +191,33 @@ impl Drop for Herd {
     }
 }
 
+impl Herd {
+    /// Links to server `to` as the configured (but not running) server `name`, with the
+    /// secret `secret`: HELLO, checks the acceptor's proof, AUTH. Returns the connection.
+    pub fn link_as(&self, to: &str, name: &str, secret: &[u8]) -> Client {
+        use herd::handshake::{nonce, Role, Transcript};
+        let mut peer = self.client(to);
+        let nonce_d = nonce();
+        peer.send(&format!("HERD-HELLO {name} {nonce_d}\n"));
+        let welcome = peer.line();
+        let words: Vec<&str> = welcome.split(' ').collect();
+        assert_eq!(words.len(), 4, "{welcome}");
+        assert_eq!(words[..2], ["HERD-WELCOME", to]);
+        let transcript = Transcript {
+            dialer: name,
+            acceptor: to,
+            nonce_d: &nonce_d,
+            nonce_a: words[2],
+        };
+        assert!(transcript.verify(secret, Role::Accept, words[3]));
+        peer.send(&format!(
+            "HERD-AUTH {}\n",
+            transcript.proof(secret, Role::Dial)
+        ));
+        peer
+    }
+}
+
 /// A line-oriented test client.
 pub struct Client {
     pub stream: TcpStream,
