@@ -7,42 +7,10 @@ use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(conf: &Path, name: &str, port: u16) -> Proc {
-    let child = Command::new(herd_bin())
-        .args(["serve", name, "--config"])
-        .arg(conf)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{name} never listened"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Proc(child)
+    serve_binary(conf, name, &format!("127.0.0.1:{port}"), "").0
 }
 
 /// Sends `n` IAMATs on one connection and returns every AT line acknowledged.

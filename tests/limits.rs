@@ -7,7 +7,6 @@ use herd::lines::MAX_LINE;
 use herd::server::MAX_CONNECTIONS;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -61,15 +60,6 @@ fn raise_fd_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn connections_past_the_bound_are_closed_and_service_resumes() {
     if raise_fd_limit() < (MAX_CONNECTIONS + 100) as u64 {
@@ -79,32 +69,11 @@ fn connections_past_the_bound_are_closed_and_service_resumes() {
         );
     }
     let dir = TempDir::new("conns");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let conf = dir.0.join("herd.conf");
     std::fs::write(&conf, format!("server A {addr}\nlog-dir logs\n")).unwrap();
-    let _server = Server(
-        Command::new(herd_bin())
-            .args(["serve", "A", "--config"])
-            .arg(&conf)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    let first = loop {
-        match TcpStream::connect(&addr) {
-            Ok(s) => break s,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("server never listened: {e}"),
-        }
-    };
+    let (_server, first) = serve_binary(&conf, "A", &addr, "");
     let mut held = vec![first];
     while held.len() < MAX_CONNECTIONS {
         held.push(TcpStream::connect(&addr).expect("connect under the bound"));
@@ -132,21 +101,7 @@ fn connections_past_the_bound_are_closed_and_service_resumes() {
     assert!(line.starts_with("AT A "), "{line}");
     // Free some and new connections are served again.
     held.truncate(MAX_CONNECTIONS - 10);
-    let start = Instant::now();
-    loop {
-        let mut s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"IAMAT k +1-2 4\n").unwrap();
-        let mut line = String::new();
-        if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("AT A ") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "service did not resume"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_served(&addr);
     wait_file_contains(
         &dir.0.join("logs/A.log"),
         &format!("{MAX_CONNECTIONS} connections already open"),
@@ -216,38 +171,13 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn running_out_of_descriptors_refuses_cleanly_without_spinning_and_recovers() {
     let dir = TempDir::new("fds");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let conf = dir.0.join("herd.conf");
     std::fs::write(&conf, format!("server A {addr}\nlog-dir logs\n")).unwrap();
     // A hard limit of 64 descriptors: herd cannot raise it, and runs out well before
     // MAX_CONNECTIONS.
-    let server = Server(
-        Command::new("bash")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n 64 && exec {} serve A --config {}",
-                herd_bin().display(),
-                conf.display()
-            ))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let start = Instant::now();
-    let first = loop {
-        match TcpStream::connect(&addr) {
-            Ok(s) => break s,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("server never listened: {e}"),
-        }
-    };
+    let (server, first) = serve_binary(&conf, "A", &addr, "ulimit -n 64 &&");
     // 100 more than it can hold: the rest wait in the listen backlog.
     let mut held = vec![first];
     for _ in 0..100 {
@@ -269,18 +199,5 @@ fn running_out_of_descriptors_refuses_cleanly_without_spinning_and_recovers() {
     // Free them: new clients are served again.
     drop(c);
     held.clear();
-    let start = Instant::now();
-    loop {
-        let mut s = TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        s.write_all(b"IAMAT k +1-2 4\n").unwrap();
-        let mut line = String::new();
-        if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("AT A ") {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "service did not resume"
-        );
-    }
+    wait_served(&addr);
 }

@@ -517,3 +517,68 @@ pub fn stored_at(addr: &str, client: &str) -> Option<String> {
     c.read_json_reply();
     Some(first)
 }
+
+/// A child process (a real `herd serve`), killed with SIGKILL when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `herd serve NAME --config CONF` through `bash -c`, after `shell_prefix` (such
+/// as `ulimit -n 64 &&`), and waits (bounded) until it accepts connections on `addr`;
+/// returns the process and that first connection.
+pub fn serve_binary(conf: &Path, name: &str, addr: &str, shell_prefix: &str) -> (Proc, TcpStream) {
+    let child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{shell_prefix} exec '{}' serve '{name}' --config '{}'",
+            herd_bin().display(),
+            conf.display()
+        ))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let start = Instant::now();
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => return (proc, s),
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{name} never listened on {addr}: {e}"),
+        }
+    }
+}
+
+/// Waits (bounded) until a new client of `addr` gets an AT reply to an IAMAT.
+pub fn wait_served(addr: &str) {
+    let start = Instant::now();
+    loop {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"IAMAT served +1-2 4\n").unwrap();
+        let mut line = String::new();
+        if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("AT ") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "service did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
