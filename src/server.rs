@@ -14,7 +14,7 @@ use async_net::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncWriteExt, Future};
 use smol::Timer;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,12 +76,13 @@ pub struct Node {
     pub log: Logger,
     pub(crate) secret: Vec<u8>,
     state: Option<Arc<State>>,
+    state_failing: AtomicBool,
     connections: Arc<AtomicUsize>,
 }
 
 impl Node {
     /// Stores an update if it is newer than what is held; returns its line, to be
-    /// committed, if it was.
+    /// persisted and flooded, if it was.
     pub(crate) fn decide(&self, client: &str, report: Report) -> Option<Arc<str>> {
         let line = report.line.clone();
         self.store.update(client, report).then_some(line)
@@ -94,13 +95,19 @@ impl Node {
         if accepted.is_empty() {
             return;
         }
-        if let Err(e) = state.append(accepted, || self.store.snapshot()) {
-            self.log.event(
-                "state-error",
-                "-",
-                &format!("cannot write the state file: {e}"),
-            );
-            eprintln!("herd {}: cannot write the state file: {e}", self.name);
+        match state.append(accepted, || self.store.snapshot()) {
+            Ok(()) => self.state_failing.store(false, Ordering::Relaxed),
+            Err(e) => {
+                self.log.event(
+                    "state-error",
+                    "-",
+                    &format!("cannot write the state file: {e}"),
+                );
+                // Say it on stderr once per run of failures, not once per batch.
+                if !self.state_failing.swap(true, Ordering::Relaxed) {
+                    eprintln!("herd {}: cannot write the state file: {e}", self.name);
+                }
+            }
         }
     }
 
@@ -112,9 +119,10 @@ impl Node {
     }
 }
 
-/// Runs server `name` of `config` on `listener` until `stop` completes; then stops
-/// accepting, cancels connections and links, and flushes the log. Only a bad name or
-/// an unusable places source is an error: one connection's failure never ends `run`.
+/// Runs server `name` of `config` on `listener` until `stop` completes; then stops in
+/// order (see the end of this function) and flushes the state file and the log. Only
+/// a bad name, an unusable places source or an unopenable state file is an error: one
+/// connection's failure never ends `run`.
 pub async fn run(
     listener: TcpListener,
     config: &Config,
@@ -157,6 +165,7 @@ pub async fn run(
         log: logger,
         secret: secrets.herd_secret.unwrap_or_default().into_bytes(),
         state,
+        state_failing: AtomicBool::new(false),
         connections: Arc::new(AtomicUsize::new(0)),
     });
     let (shutdown_tx, shutdown) = async_channel::bounded::<()>(1);
