@@ -31,9 +31,6 @@ pub const MAX_CONNS: usize = 100_000;
 /// reads and log lines have been dealt with.
 pub const SETTLE: Duration = Duration::from_millis(500);
 
-/// Ping-pong IAMATs sent before timing starts on the held connection.
-pub const WARMUP: usize = 100;
-
 /// Longest a ping-pong phase may take in all.
 pub const PING_PHASE_LIMIT: Duration = Duration::from_secs(60);
 
@@ -146,33 +143,19 @@ fn tally(opened: Vec<Opened>) -> Tally {
     t
 }
 
-/// Ping-pong IAMATs on `conn`: `n` timed after `WARMUP`.
+/// Ping-pong IAMATs on `conn`: `n` timed after `pingpong::WARMUP`; any non-AT reply fails.
 async fn ping_pong(conn: &mut Conn, n: usize) -> io::Result<Samples> {
     let mut deadline = Timer::after(PING_PHASE_LIMIT);
     let client = format!("bench-{}-held", std::process::id());
-    let base = wire::epoch_secs();
-    let mut samples = Samples::with_capacity(n);
-    let mut line = Vec::with_capacity(128);
-    for i in 0..WARMUP + n {
-        line.clear();
-        wire::push_iamat(&mut line, &client, base, i as u64 + 1);
-        let sent = Instant::now();
-        let at = wire::within(&mut deadline, "ping-pong", async {
-            conn.send(&line).await?;
-            Ok(conn.line().await?.starts_with(b"AT "))
-        })
-        .await?;
-        if !at {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "IAMAT got no AT line",
-            ));
-        }
-        if i >= WARMUP {
-            samples.push(wire::nanos(sent, Instant::now()));
-        }
+    let run = crate::pingpong::ping_pong(conn, &client, n, &mut deadline, "ping-pong").await;
+    match (run.failure, run.invalid) {
+        (Some(e), _) => Err(e),
+        (None, 0) => Ok(run.samples),
+        (None, _) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "IAMAT got no AT line",
+        )),
     }
-    Ok(samples)
 }
 
 /// The server's pid: `--pid`, else the local process listening on the port.

@@ -33,6 +33,57 @@ pub const PROPAGATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most samples one run takes, bounding its time and memory.
 pub const MAX_N: usize = 10_000_000;
 
+/// What a ping-pong run measured.
+pub struct PingPong {
+    /// The timed round trips.
+    pub samples: Samples,
+    /// Replies that were not AT lines.
+    pub invalid: u64,
+    /// What stopped the run early, if anything did.
+    pub failure: Option<io::Error>,
+}
+
+/// `WARMUP + n` strict ping-pong IAMATs for `client` on `conn`, the last `n` timed;
+/// stops at the first failure or at `deadline`.
+pub async fn ping_pong(
+    conn: &mut Conn,
+    client: &str,
+    n: usize,
+    deadline: &mut Timer,
+    what: &str,
+) -> PingPong {
+    let base = wire::epoch_secs();
+    let mut run = PingPong {
+        samples: Samples::with_capacity(n),
+        invalid: 0,
+        failure: None,
+    };
+    let mut line = Vec::with_capacity(128);
+    for i in 0..WARMUP + n {
+        line.clear();
+        wire::push_iamat(&mut line, client, base, i as u64 + 1);
+        let sent = Instant::now();
+        let answer = wire::within(deadline, what, async {
+            conn.send(&line).await?;
+            Ok(conn.line().await?.starts_with(b"AT "))
+        })
+        .await;
+        match answer {
+            Ok(is_at) => {
+                run.invalid += u64::from(!is_at);
+                if i >= WARMUP {
+                    run.samples.push(wire::nanos(sent, Instant::now()));
+                }
+            }
+            Err(e) => {
+                run.failure = Some(e);
+                break;
+            }
+        }
+    }
+    run
+}
+
 /// Runs `latency`: `n` ping-pong IAMATs on one connection, within `max_secs`.
 pub fn latency(addr: &str, n: usize, max_secs: u64) -> Result<(Summary, bool), String> {
     if n == 0 || n > MAX_N {
@@ -42,37 +93,12 @@ pub fn latency(addr: &str, n: usize, max_secs: u64) -> Result<(Summary, bool), S
         let mut conn = Conn::open(addr).await.map_err(|e| e.to_string())?;
         let mut deadline = Timer::after(Duration::from_secs(max_secs));
         let client = format!("bench-{}-lat", std::process::id());
-        let base = wire::epoch_secs();
-        let mut samples = Samples::with_capacity(n);
-        let mut invalid = 0u64;
-        let mut line = Vec::with_capacity(128);
-        let mut failure = None;
         let started = Instant::now();
-        for i in 0..WARMUP + n {
-            line.clear();
-            wire::push_iamat(&mut line, &client, base, i as u64 + 1);
-            let sent = Instant::now();
-            let answer = wire::within(&mut deadline, "ping-pong run", async {
-                conn.send(&line).await?;
-                Ok(conn.line().await?.starts_with(b"AT "))
-            })
-            .await;
-            let now = Instant::now();
-            match answer {
-                Ok(is_at) => {
-                    if !is_at {
-                        invalid += 1;
-                    }
-                    if i >= WARMUP {
-                        samples.push(wire::nanos(sent, now));
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
+        let PingPong {
+            mut samples,
+            invalid,
+            failure,
+        } = ping_pong(&mut conn, &client, n, &mut deadline, "ping-pong run").await;
         let took = started.elapsed().as_secs_f64();
         let count = samples.len();
         let p = samples.percentiles();
