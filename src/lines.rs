@@ -57,16 +57,6 @@ impl LineReader {
         }
     }
 
-    /// True once the other side has closed its sending half.
-    pub fn at_eof(&self) -> bool {
-        self.eof
-    }
-
-    /// Bytes buffered but not yet returned as lines.
-    pub fn buffered(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
     /// Reads more bytes; returns how many (0 at EOF).
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
         if self.start > 0 {

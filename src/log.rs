@@ -68,15 +68,6 @@ impl Logger {
         Logger::start(file, path, secrets)
     }
 
-    /// A logger that writes nowhere, for tests and tools.
-    pub fn discard() -> Logger {
-        let (tx, _rx) = async_channel::bounded(1);
-        Logger {
-            tx,
-            dropped: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
     fn start(file: Option<File>, path: PathBuf, secrets: Vec<String>) -> (Logger, LogWriter) {
         let (tx, rx) = async_channel::bounded::<Vec<u8>>(LOG_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));

@@ -107,14 +107,6 @@ impl Peers {
         self.links.iter().position(|l| l.name == name)
     }
 
-    /// How many links are up.
-    pub fn up(&self) -> usize {
-        self.links
-            .iter()
-            .filter(|l| lock(&l.current).is_some())
-            .count()
-    }
-
     /// Queues `line` for every linked peer except `from`, never waiting. A full queue
     /// closes that link; it resynchronises when it comes back.
     pub fn flood(&self, line: &Arc<str>, from: Option<usize>, log: &Logger) {
