@@ -10,9 +10,18 @@ use std::time::Duration;
 pub struct Server {
     /// The server's name, a non-white-space word.
     pub name: String,
-    /// `HOST:PORT` it listens on and peers dial.
+    /// `HOST:PORT` of its client port: the client protocol only (SPEC §1, §4).
     pub addr: String,
+    /// `HOST:PORT` of its bus port, where linked servers dial it (SPEC §5). Defaults to
+    /// the client host and port + `BUS_PORT_OFFSET`.
+    pub bus: String,
 }
+
+/// The bus port's default distance from the client port, as Redis Cluster's bus does
+/// (SPEC §3); a client port above `u16::MAX - BUS_PORT_OFFSET` needs an explicit bus.
+pub const BUS_PORT_OFFSET: u16 = 10_000;
+
+pub use crate::protocol::MAX_NAME;
 
 /// Where WHATSAT gets its places (SPEC §6).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,17 +129,51 @@ impl Config {
                 }
             };
             match (keyword, args) {
-                ("server", [name, addr]) => {
+                ("server", [name, addr, rest @ ..]) if matches!(rest, [] | ["bus", _]) => {
                     if config.servers.iter().any(|s| s.name == *name) {
                         return Err(err(format!("duplicate server `{name}`")));
                     }
-                    check_addr(addr).map_err(err)?;
+                    if name.len() > MAX_NAME {
+                        return Err(err(format!(
+                            "server name `{name}` is longer than {MAX_NAME} bytes"
+                        )));
+                    }
+                    let port = check_addr(addr).map_err(err)?;
+                    let bus = match rest {
+                        [_, bus] => {
+                            check_addr(bus).map_err(err)?;
+                            bus.to_string()
+                        }
+                        _ => default_bus(addr, port).map_err(err)?,
+                    };
+                    if bus == *addr {
+                        return Err(err(format!(
+                            "server `{name}`: client and bus addresses are both `{addr}`"
+                        )));
+                    }
+                    for other in &config.servers {
+                        let taken = [other.addr.as_str(), other.bus.as_str()];
+                        if let Some(clash) = [*addr, bus.as_str()]
+                            .into_iter()
+                            .find(|a| taken.contains(a))
+                        {
+                            return Err(err(format!(
+                                "`{clash}` is already used by server `{}`",
+                                other.name
+                            )));
+                        }
+                    }
                     config.servers.push(Server {
                         name: name.to_string(),
                         addr: addr.to_string(),
+                        bus,
                     });
                 }
-                ("server", _) => return Err(err("expected `server NAME HOST:PORT`".into())),
+                ("server", _) => {
+                    return Err(err(
+                        "expected `server NAME HOST:PORT [bus HOST:PORT]`".into()
+                    ))
+                }
                 ("link", [a, b]) => {
                     if a == b {
                         return Err(err(format!("server `{a}` linked to itself")));
@@ -240,8 +283,12 @@ impl Config {
     pub fn describe(&self, places: &str) -> String {
         let mut out = format!("herd {}\n", self.path.display());
         out += &format!("servers ({}):\n", self.servers.len());
+        let width = self.servers.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for s in &self.servers {
-            out += &format!("  {:<12} {}\n", s.name, s.addr);
+            out += &format!(
+                "  {:<width$}  client {:<21}  bus {}\n",
+                s.name, s.addr, s.bus
+            );
         }
         out += &format!("links ({}):\n", self.links.len());
         for &(a, b) in &self.links {
@@ -260,14 +307,26 @@ impl Config {
     }
 }
 
-/// Checks `HOST:PORT` with a numeric port.
-fn check_addr(addr: &str) -> Result<(), String> {
+/// Checks `HOST:PORT` with a numeric port; returns the port.
+fn check_addr(addr: &str) -> Result<u16, String> {
     let bad = || format!("`{addr}` is not HOST:PORT");
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(bad());
+    match port.parse::<u16>() {
+        Ok(port) if !host.is_empty() => Ok(port),
+        _ => Err(bad()),
     }
-    Ok(())
+}
+
+/// The default bus address: the client's host, port + `BUS_PORT_OFFSET` (SPEC §3).
+fn default_bus(addr: &str, port: u16) -> Result<String, String> {
+    let host = &addr[..addr.len() - port.to_string().len() - 1];
+    match port.checked_add(BUS_PORT_OFFSET) {
+        Some(bus) => Ok(format!("{host}:{bus}")),
+        None => Err(format!(
+            "`{addr}`: port {port} leaves no room for the default bus port (port + {BUS_PORT_OFFSET}); \
+             give one with `bus HOST:PORT`"
+        )),
+    }
 }
 
 /// Checks a places URL is http or https.
@@ -304,6 +363,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.servers.len(), 2);
         assert_eq!(c.servers[1].addr, "127.0.0.1:12102");
+        assert_eq!(c.servers[1].bus, "127.0.0.1:22102");
         assert_eq!(c.links, vec![(0, 1)]);
         assert_eq!(c.neighbours(1), vec![0]);
         assert_eq!(
@@ -324,8 +384,16 @@ mod tests {
             ("server A 1:1\nfrobnicate\n", "/etc/herd/herd.conf:2: unknown keyword `frobnicate`"),
             ("server A nope\n", "/etc/herd/herd.conf:1: `nope` is not HOST:PORT"),
             ("server A 1:99999\n", "/etc/herd/herd.conf:1: `1:99999` is not HOST:PORT"),
-            ("server A\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT`"),
-            ("server A\x0bB 1:1\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT`"),
+            ("server A\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT [bus HOST:PORT]`"),
+            ("server A\x0bB 1:1\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT [bus HOST:PORT]`"),
+            ("server A 1:1 bus\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT [bus HOST:PORT]`"),
+            ("server A 1:1 via 1:2\n", "/etc/herd/herd.conf:1: expected `server NAME HOST:PORT [bus HOST:PORT]`"),
+            ("server A 1:1 bus 1:x\n", "/etc/herd/herd.conf:1: `1:x` is not HOST:PORT"),
+            ("server A h:55536\n", "/etc/herd/herd.conf:1: `h:55536`: port 55536 leaves no room for the default bus port (port + 10000); give one with `bus HOST:PORT`"),
+            ("server A h:5 bus h:5\n", "/etc/herd/herd.conf:1: server `A`: client and bus addresses are both `h:5`"),
+            ("server A h:5\nserver B h:5 bus h:6\n", "/etc/herd/herd.conf:2: `h:5` is already used by server `A`"),
+            ("server A h:5\nserver B h:6 bus h:10005\n", "/etc/herd/herd.conf:2: `h:10005` is already used by server `A`"),
+            ("server A h:10005\nserver B h:5\n", "/etc/herd/herd.conf:2: `h:10005` is already used by server `A`"),
             ("server A 1:1\nplaces bing\n", "/etc/herd/herd.conf:2: unknown places source `bing` (expected google-legacy, google or offline)"),
             ("server A 1:1\nfsync-interval 0\n", "/etc/herd/herd.conf:2: fsync-interval `0` is not a positive number of milliseconds"),
             ("server A 1:1\nlog-dir a\nlog-dir b\n", "/etc/herd/herd.conf:3: `log-dir` given twice"),
@@ -334,6 +402,32 @@ mod tests {
         ] {
             assert_eq!(parse(text).unwrap_err(), want, "{text:?}");
         }
+        let long = "n".repeat(MAX_NAME + 1);
+        assert_eq!(
+            parse(&format!("server {long} h:5\n")).unwrap_err(),
+            format!("/etc/herd/herd.conf:1: server name `{long}` is longer than 64 bytes")
+        );
+        assert!(parse(&format!("server {} h:5\n", &long[1..])).is_ok());
+    }
+
+    #[test]
+    fn bus_addresses() {
+        let c = parse(
+            "server A [::1]:55535\nserver B 10.0.0.2:70 bus 192.168.1.2:7000\nserver C h:65535 bus h:1\n",
+        )
+        .unwrap();
+        let bus: Vec<&str> = c.servers.iter().map(|s| s.bus.as_str()).collect();
+        assert_eq!(bus, ["[::1]:65535", "192.168.1.2:7000", "h:1"]);
+        let text = c.describe("offline");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("  B  "))
+            .expect("B listed");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            words,
+            ["B", "client", "10.0.0.2:70", "bus", "192.168.1.2:7000"]
+        );
     }
 
     #[test]

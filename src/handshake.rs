@@ -1,12 +1,8 @@
-//! The peer handshake (SPEC §5): the dialing server says who it is, and each side proves
-//! it knows `HERD_SECRET` with an HMAC-SHA256 over both fresh nonces, so the secret never
-//! crosses the wire and a recorded handshake cannot be replayed.
-//!
-//! ```text
-//! dialer   -> HERD-HELLO <dialer> <nonce_d>
-//! acceptor -> HERD-WELCOME <acceptor> <nonce_a> <mac("accept")>
-//! dialer   -> HERD-AUTH <mac("dial")>
-//! ```
+//! The proofs of the bus handshake (SPEC §5; the messages are in [`crate::wire`]): each
+//! side proves it knows `HERD_SECRET` with an HMAC-SHA256 over both names and both fresh
+//! nonces, so the secret never crosses the wire and a recorded handshake cannot be
+//! replayed. A `herd status` query proves itself the same way, with an empty dialer
+//! name (no server can have one).
 //!
 //! With no secret set, both sides use the empty key: the exchange still names the
 //! servers, but anyone who knows a server's name can pass it.
@@ -14,13 +10,6 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-/// First word of the dialer's greeting; on a client connection any other first word
-/// is a client command.
-pub const HELLO: &str = "HERD-HELLO";
-/// First word of the acceptor's answer.
-pub const WELCOME: &str = "HERD-WELCOME";
-/// First word of the dialer's proof.
-pub const AUTH: &str = "HERD-AUTH";
 /// Random bytes in a nonce: 128 bits makes a repeat across any herd's lifetime
 /// vanishingly unlikely.
 const NONCE_BYTES: usize = 16;

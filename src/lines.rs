@@ -21,10 +21,14 @@ pub enum Line<'a> {
     TooLong(&'a [u8]),
 }
 
-/// A line reader over a buffer that holds at most `MAX_LINE` bytes.
+/// A line reader over a buffer that holds at most `limit` bytes.
 #[derive(Debug)]
 pub struct LineReader {
     buf: Vec<u8>,
+    /// Longest line, terminator included: `MAX_LINE` for clients.
+    limit: usize,
+    /// After a line too long: discarding bytes up to the next newline.
+    skipping: bool,
     start: usize,
     end: usize,
     /// Bytes from `start` already searched for a newline.
@@ -44,9 +48,16 @@ impl Default for LineReader {
 }
 
 impl LineReader {
-    /// An empty reader with a small buffer.
+    /// An empty reader with a small buffer, for lines of at most `MAX_LINE` bytes.
     pub fn new() -> LineReader {
+        LineReader::with_limit(MAX_LINE)
+    }
+
+    /// An empty reader for lines of at most `limit` bytes, terminator included.
+    pub fn with_limit(limit: usize) -> LineReader {
         LineReader {
+            limit: limit.max(INITIAL_BUFFER),
+            skipping: false,
             buf: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
@@ -66,9 +77,9 @@ impl LineReader {
         }
         let full = self.end == self.buf.len();
         let busy = self.last_read > 0 && self.last_read == self.last_space;
-        if (full || busy) && self.buf.len() < MAX_LINE {
+        if (full || busy) && self.buf.len() < self.limit {
             // A line needs more room, or the peer keeps the buffer full: double it.
-            let grown = (self.buf.len() * 2).min(MAX_LINE);
+            let grown = (self.buf.len() * 2).min(self.limit);
             self.buf.resize(grown, 0);
         } else if self.end == 0
             && self.buf.len() > INITIAL_BUFFER
@@ -88,7 +99,21 @@ impl LineReader {
     }
 
     /// The next buffered line, if a whole one (or, after EOF, a last partial one) is there.
+    /// After a `TooLong`, the rest of that line is skipped, so a reader that goes on
+    /// reading (a peer link) resumes at the next line.
     pub fn next_line(&mut self) -> Option<Line<'_>> {
+        if self.skipping {
+            match memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                Some(i) => {
+                    self.start += i + 1;
+                    self.skipping = false;
+                }
+                None => {
+                    self.start = self.end;
+                    return None;
+                }
+            }
+        }
         let pending = &self.buf[self.start + self.scanned..self.end];
         match pending.iter().position(|&b| b == b'\n') {
             Some(i) => {
@@ -98,10 +123,11 @@ impl LineReader {
                 self.scanned = 0;
                 Some(Line::Full(line))
             }
-            None if self.end - self.start >= MAX_LINE => {
-                let line = &self.buf[self.start..self.start + MAX_LINE];
+            None if self.end - self.start >= self.limit => {
+                let line = &self.buf[self.start..self.start + self.limit];
                 self.start = self.end;
                 self.scanned = 0;
+                self.skipping = true;
                 Some(Line::TooLong(line))
             }
             None if self.eof && self.end > self.start => {
@@ -175,5 +201,12 @@ mod tests {
         assert_eq!(read_all(&input), [String::from_utf8(ok).unwrap()]);
         let too_long = vec![b'y'; MAX_LINE];
         assert_eq!(read_all(&too_long)[0], format!("TOO LONG {MAX_LINE}"));
+        // A reader that goes on after a line too long resumes at the next line.
+        let mut input = vec![b'z'; 3 * MAX_LINE];
+        input.extend_from_slice(b"\nnext\n");
+        assert_eq!(
+            read_all(&input),
+            [format!("TOO LONG {MAX_LINE}"), "next".into()]
+        );
     }
 }

@@ -92,10 +92,9 @@ fn serve(path: &Path, name: &str) -> Result<i32, String> {
             names.join(", ")
         ));
     };
-    let addr = config.servers[me].addr.clone();
+    let _ = me;
     herd::server::raise_fd_limit();
-    let listener =
-        herd::server::bind(&addr).map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
+    let listeners = herd::server::Listeners::bind(&config, name)?;
     let signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
             .map_err(|e| format!("cannot handle signals: {e}"))?;
@@ -104,7 +103,7 @@ fn serve(path: &Path, name: &str) -> Result<i32, String> {
             let mut signals = signals;
             futures_lite::StreamExt::next(&mut signals).await;
         };
-        server::run(listener, &config, name, Secrets::from_env(), stop).await
+        server::run(listeners, &config, name, Secrets::from_env(), stop).await
     })?;
     Ok(0)
 }

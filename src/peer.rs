@@ -1,35 +1,44 @@
-//! Links between servers (SPEC §5): one persistent connection per configured link, the
-//! server whose name sorts first dialing it; a handshake; on every link-up both sides
-//! send everything they hold; then each accepted update is flooded to every linked peer
-//! but the one it came from.
+//! The bus (SPEC §5): one persistent connection per configured link between bus ports,
+//! dialed by the server whose name sorts first; the handshake; the resync on every
+//! link-up; then each side streams its published updates to the other.
 //!
-//! Exactly one future writes to a peer socket, fed by a bounded channel. Flooding never
-//! waits: a peer whose queue is full is cut off, and the full exchange on reconnect
-//! makes up what it missed, so a slow peer costs nobody else anything.
+//! Exactly one task writes to each peer socket: the link's writer, fed by a bounded
+//! wake-up channel from the replica; it reads the updates themselves from the
+//! replica's backlog (or, far behind, its store) from its own cursor. So flooding never
+//! waits and never drops: a slow peer only falls behind and catches up, costing nobody
+//! else anything, and heavy but healthy traffic never cuts a link. A peer that stops
+//! reading is still cut, by `PEER_WRITE_TIMEOUT` and TCP's user timeout.
 
 use crate::handshake::{self, Role, Transcript};
 use crate::lines::{Line, LineReader};
 use crate::log::Logger;
-use crate::protocol::{fields, strip_terminator};
-use crate::server::{timeout, Alive, Node};
-use crate::store::Report;
+use crate::protocol::{strip_terminator, MAX_AT_LINE};
+use crate::replica::{Batch, Feed, Replica};
+use crate::shutdown::{timeout, Alive};
+use crate::status;
+use crate::store::{Origin, Report};
+use crate::wire::{Cursor, Message};
 use async_net::TcpStream;
-use futures_lite::{future, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWriteExt};
 use smol::Timer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Updates that may wait for one peer's writer. At ~100 bytes each this is under 1 MB
-/// per peer; a peer that falls this far behind is disconnected and resynchronised.
-pub const PEER_QUEUE: usize = 8192;
+/// Longest line on a link, terminator included: any AT line a server can form
+/// (`MAX_AT_LINE`), so everything one server acknowledges its peers accept.
+pub const MAX_PEER_LINE: usize = MAX_AT_LINE + 1;
+
+/// Wake-ups that may wait for one link's writer. The updates themselves wait in the
+/// replica's backlog, so one pending wake-up says all there is to say.
+pub const PEER_QUEUE: usize = 1;
 
 /// How long dialing a peer may take: on a LAN or loopback a connect completes in
 /// milliseconds, so 2 s means the peer (or the path to it) is down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long each handshake step may take; a peer that cannot answer one line in 5 s is
-/// not worth linking to, and a stranger cannot hold the connection open longer.
+/// not worth linking to, and a stranger cannot hold a bus connection open longer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one batched write to a peer may block before the link is declared dead.
@@ -53,106 +62,30 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// See `KEEPALIVE_INTERVAL`.
 pub const KEEPALIVE_PROBES: u32 = 3;
 
-/// Bytes gathered into one write to a peer.
+/// Bytes of updates gathered into one write to a peer.
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// One configured link, from this server's side.
 pub struct Link {
     /// The peer's name.
     pub name: String,
-    /// The peer's address.
+    /// The peer's bus address, as this server's config gives it.
     pub addr: String,
     /// True when this server dials the link (its name sorts first).
     pub dials: bool,
-    /// The live connection's id and queue, when the link is up.
-    current: Mutex<Option<(u64, async_channel::Sender<Arc<str>>)>>,
+    /// The live connection's id, when the link is up.
+    current: Mutex<Option<u64>>,
 }
 
-/// This server's links.
-pub struct Peers {
+/// This server's side of the bus: its links and what they need.
+pub struct Bus {
+    name: String,
     links: Vec<Link>,
+    secret: Vec<u8>,
+    replica: Arc<Replica>,
+    log: Logger,
+    started: Instant,
     next_id: AtomicU64,
-}
-
-impl Peers {
-    /// The links of server `me` in `config`.
-    pub fn new(config: &crate::config::Config, me: usize) -> Peers {
-        let my_name = &config.servers[me].name;
-        let links = config
-            .neighbours(me)
-            .into_iter()
-            .map(|i| {
-                let s = &config.servers[i];
-                Link {
-                    name: s.name.clone(),
-                    addr: s.addr.clone(),
-                    dials: my_name < &s.name,
-                    current: Mutex::new(None),
-                }
-            })
-            .collect();
-        Peers {
-            links,
-            next_id: AtomicU64::new(1),
-        }
-    }
-
-    /// The links.
-    pub fn links(&self) -> &[Link] {
-        &self.links
-    }
-
-    /// The index of the link to `name`.
-    pub fn find(&self, name: &str) -> Option<usize> {
-        self.links.iter().position(|l| l.name == name)
-    }
-
-    /// Queues `line` for every linked peer except `from`, never waiting. A full queue
-    /// closes that link; it resynchronises when it comes back.
-    pub fn flood(&self, line: &Arc<str>, from: Option<usize>, log: &Logger) {
-        for (i, link) in self.links.iter().enumerate() {
-            if Some(i) == from {
-                continue;
-            }
-            let current = lock(&link.current);
-            if let Some((_, tx)) = current.as_ref() {
-                if let Err(async_channel::TrySendError::Full(_)) = tx.try_send(line.clone()) {
-                    tx.close();
-                    log.event(
-                        "link-slow",
-                        &format!("peer {}", link.name),
-                        &format!("{PEER_QUEUE} updates queued: cutting the link to resynchronise"),
-                    );
-                }
-            }
-        }
-    }
-
-    /// Closes every link's queue: each writer sends what is queued, then the link ends.
-    pub fn close_all(&self) {
-        for link in &self.links {
-            if let Some((_, tx)) = lock(&link.current).as_ref() {
-                tx.close();
-            }
-        }
-    }
-
-    /// Makes `tx` the link's queue, closing any previous connection's; returns its id.
-    fn install(&self, i: usize, tx: async_channel::Sender<Arc<str>>) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Some((_, old)) = lock(&self.links[i].current).replace((id, tx)) {
-            old.close();
-        }
-        id
-    }
-
-    /// Forgets connection `id` of link `i`, unless a newer one replaced it.
-    fn remove(&self, i: usize, id: u64) {
-        let mut current = lock(&self.links[i].current);
-        if matches!(current.as_ref(), Some((cur, _)) if *cur == id) {
-            *current = None;
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,20 +93,87 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn origin(link: usize) -> Origin {
+    // Configs with more than 254 links per server are refused at start (`Bus::new`).
+    (link + 1) as Origin
+}
+
+impl Bus {
+    /// The bus of server `me` in `config`. Errors when the server has more links than
+    /// an origin can name.
+    pub fn new(
+        config: &crate::config::Config,
+        me: usize,
+        secret: Vec<u8>,
+        replica: Arc<Replica>,
+        log: Logger,
+    ) -> Result<Bus, String> {
+        let my_name = &config.servers[me].name;
+        let links: Vec<Link> = config
+            .neighbours(me)
+            .into_iter()
+            .map(|i| {
+                let s = &config.servers[i];
+                Link {
+                    name: s.name.clone(),
+                    addr: s.bus.clone(),
+                    dials: my_name < &s.name,
+                    current: Mutex::new(None),
+                }
+            })
+            .collect();
+        if links.len() >= Origin::MAX as usize {
+            return Err(format!(
+                "{my_name} has {} links; at most 254 are supported",
+                links.len()
+            ));
+        }
+        Ok(Bus {
+            name: my_name.clone(),
+            links,
+            secret,
+            replica,
+            log,
+            started: Instant::now(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The links.
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    /// Each link's peer and whether it is up, in config order.
+    pub fn link_states(&self) -> Vec<(String, bool)> {
+        self.links
+            .iter()
+            .map(|l| (l.name.clone(), lock(&l.current).is_some()))
+            .collect()
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.links.iter().position(|l| l.name == name)
+    }
+
+    fn who(&self, i: usize) -> String {
+        format!("peer {}", self.links[i].name)
+    }
+}
+
 /// Keeps dialing link `i` for as long as the server runs, with capped exponential backoff.
-pub(crate) async fn dial_loop(node: Arc<Node>, i: usize, alive: Alive) {
-    let link = &node.peers.links[i];
-    let who = format!("peer {}", link.name);
+pub(crate) async fn dial_loop(bus: Arc<Bus>, i: usize, alive: Alive) {
+    let who = bus.who(i);
     let mut backoff = BACKOFF_MIN;
     let mut failures: u64 = 0;
     while !alive.stopping() {
-        let Some(dialed) = alive.unless_stopped(dial(&node, link)).await else {
+        let Some(dialed) = alive.unless_stopped(dial(&bus, i)).await else {
             break;
         };
         match dialed {
-            Ok((stream, reader)) => {
+            Ok(conn) => {
                 if failures > 0 {
-                    node.log.event(
+                    bus.log.event(
                         "link-info",
                         &who,
                         &format!("reached after {failures} failed attempts"),
@@ -181,13 +181,13 @@ pub(crate) async fn dial_loop(node: Arc<Node>, i: usize, alive: Alive) {
                 }
                 failures = 0;
                 backoff = BACKOFF_MIN;
-                run_link(&node, i, stream, reader, &alive).await;
+                run_link(&bus, i, conn, &alive).await;
             }
             Err(e) => {
                 failures += 1;
                 // The first failure is news; repeats are logged ever more rarely.
                 if failures.is_power_of_two() {
-                    node.log
+                    bus.log
                         .event("link-refused", &who, &format!("{e} (attempt {failures})"));
                 }
             }
@@ -197,105 +197,183 @@ pub(crate) async fn dial_loop(node: Arc<Node>, i: usize, alive: Alive) {
     }
 }
 
-/// Connects to a peer and runs the dialer's side of the handshake.
-async fn dial(node: &Node, link: &Link) -> Result<(TcpStream, LineReader), String> {
+/// A connection past the handshake.
+struct Conn {
+    stream: TcpStream,
+    reader: LineReader,
+}
+
+/// Writes one message and logs it.
+async fn send(
+    stream: &mut TcpStream,
+    message: &Message<'_>,
+    log: &Logger,
+    who: &str,
+) -> Result<(), String> {
+    let line = message.to_line();
+    stream
+        .write_all(&line)
+        .await
+        .map_err(|e| format!("handshake write failed: {e}"))?;
+    log.event(
+        "link-out",
+        who,
+        String::from_utf8_lossy(strip_terminator(&line)).as_ref(),
+    );
+    Ok(())
+}
+
+/// Connects to a peer's bus and runs the dialer's side of the handshake.
+async fn dial(bus: &Bus, i: usize) -> Result<Conn, String> {
+    let link = &bus.links[i];
+    let who = bus.who(i);
     let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(link.addr.as_str()))
         .await
         .ok_or("connect timed out")?
         .map_err(|e| format!("cannot connect to {}: {e}", link.addr))?;
     let _ = stream.set_nodelay(true);
     let nonce_d = handshake::nonce();
-    let hello = format!("{} {} {nonce_d}\n", handshake::HELLO, node.name);
-    stream
-        .write_all(hello.as_bytes())
-        .await
-        .map_err(|e| format!("handshake write failed: {e}"))?;
-    node.log
-        .event("link-out", &format!("peer {}", link.name), hello.trim_end());
-    let mut reader = LineReader::new();
+    let hello = Message::Hello {
+        dialer: &bus.name,
+        nonce: &nonce_d,
+    };
+    send(&mut stream, &hello, &bus.log, &who).await?;
+    let mut reader = LineReader::with_limit(MAX_PEER_LINE);
     let answer = read_line(&mut stream, &mut reader).await?;
-    let words: Vec<&[u8]> = fields(&answer).collect();
-    let [word, name, nonce_a, proof] = words[..] else {
+    let Some(Message::Welcome {
+        acceptor,
+        nonce: nonce_a,
+        proof,
+    }) = Message::parse(&answer)
+    else {
         return Err(format!(
             "peer did not accept the link: {}",
             String::from_utf8_lossy(&answer[..answer.len().min(100)])
         ));
     };
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let (name, nonce_a, proof) = (text(name), text(nonce_a), text(proof));
-    if word != handshake::WELCOME.as_bytes() || name != link.name || !handshake::is_nonce(&nonce_a)
-    {
-        return Err("peer answered the handshake wrongly".into());
+    if acceptor != link.name {
+        return Err(format!(
+            "the server at {} is `{acceptor}`, not `{}`",
+            link.addr, link.name
+        ));
     }
     let transcript = Transcript {
-        dialer: &node.name,
+        dialer: &bus.name,
         acceptor: &link.name,
+        nonce_d: &nonce_d,
+        nonce_a,
+    };
+    if !transcript.verify(&bus.secret, Role::Accept, proof) {
+        return Err("peer failed authentication: HERD_SECRET differs".into());
+    }
+    let proof = transcript.proof(&bus.secret, Role::Dial);
+    send(
+        &mut stream,
+        &Message::Auth { proof: &proof },
+        &bus.log,
+        &who,
+    )
+    .await?;
+    Ok(Conn { stream, reader })
+}
+
+/// Serves one connection to the bus port: a linked server's handshake (then the link),
+/// or a `herd status` query; anything else is logged and closed.
+pub(crate) async fn accept(bus: &Arc<Bus>, stream: TcpStream, who: String, alive: &Alive) {
+    // A handshake under way when the server stops is dropped; a link already up is
+    // stopped in order (its writer sends what is published).
+    let Some(Some((i, conn))) = alive.unless_stopped(handshake_in(bus, stream, who)).await else {
+        return;
+    };
+    run_link(bus, i, conn, alive).await;
+}
+
+/// The acceptor's side of the handshake; a linked server's connection, or `None` when
+/// the connection was a status query or was refused (both logged).
+async fn handshake_in(bus: &Arc<Bus>, mut stream: TcpStream, who: String) -> Option<(usize, Conn)> {
+    let _ = stream.set_nodelay(true);
+    let mut reader = LineReader::with_limit(MAX_PEER_LINE);
+    let first = match read_line(&mut stream, &mut reader).await {
+        Ok(line) => line,
+        Err(e) => {
+            bus.log.event("bus-refused", &who, &e);
+            return None;
+        }
+    };
+    let (dialer, nonce_d) = match Message::parse(&first) {
+        Some(Message::Hello { dialer, nonce }) => match bus.find(dialer) {
+            Some(i) => (Some(i), nonce.to_string()),
+            None => {
+                let text = format!("`{dialer}` is not a server linked to {}", bus.name);
+                bus.log.event("bus-refused", &who, &text);
+                return None;
+            }
+        },
+        Some(Message::Status { nonce }) => (None, nonce.to_string()),
+        _ => {
+            let shown = String::from_utf8_lossy(&first[..first.len().min(100)]).into_owned();
+            bus.log
+                .event("bus-refused", &who, &format!("not a handshake: {shown}"));
+            return None;
+        }
+    };
+    let who = dialer.map(|i| bus.who(i)).unwrap_or(who);
+    let dialer_name = dialer.map(|i| bus.links[i].name.as_str()).unwrap_or("");
+    let nonce_a = handshake::nonce();
+    let transcript = Transcript {
+        dialer: dialer_name,
+        acceptor: &bus.name,
         nonce_d: &nonce_d,
         nonce_a: &nonce_a,
     };
-    if !transcript.verify(&node.secret, Role::Accept, &proof) {
-        return Err("peer failed authentication: HERD_SECRET differs".into());
-    }
-    let auth = transcript.proof(&node.secret, Role::Dial);
-    stream
-        .write_all(format!("{} {auth}\n", handshake::AUTH).as_bytes())
-        .await
-        .map_err(|e| format!("handshake write failed: {e}"))?;
-    Ok((stream, reader))
-}
-
-/// The acceptor's side of the handshake, after the dialer's `HERD-HELLO name nonce`
-/// arrived on a new connection; on success the connection becomes the link.
-pub(crate) async fn accept(
-    node: &Arc<Node>,
-    i: usize,
-    mut stream: TcpStream,
-    mut reader: LineReader,
-    nonce_d: &str,
-    alive: &Alive,
-) {
-    let link = &node.peers.links[i];
-    let who = format!("peer {}", link.name);
-    let nonce_a = handshake::nonce();
-    let transcript = Transcript {
-        dialer: &link.name,
-        acceptor: &node.name,
-        nonce_d,
-        nonce_a: &nonce_a,
+    let proof = transcript.proof(&bus.secret, Role::Accept);
+    let welcome = Message::Welcome {
+        acceptor: &bus.name,
+        nonce: &nonce_a,
+        proof: &proof,
     };
-    let proof = transcript.proof(&node.secret, Role::Accept);
-    let welcome = format!("{} {} {nonce_a} {proof}\n", handshake::WELCOME, node.name);
-    if stream.write_all(welcome.as_bytes()).await.is_err() {
-        return;
+    if let Err(e) = send(&mut stream, &welcome, &bus.log, &who).await {
+        bus.log.event("bus-refused", &who, &e);
+        return None;
     }
-    node.log.event("link-out", &who, welcome.trim_end());
     let answer = match read_line(&mut stream, &mut reader).await {
         Ok(answer) => answer,
         Err(e) => {
-            node.log.event("link-refused", &who, &e);
-            return;
+            bus.log.event("bus-refused", &who, &e);
+            return None;
         }
     };
-    let words: Vec<&[u8]> = fields(&answer).collect();
-    let ok = match words[..] {
-        [word, proof] if word == handshake::AUTH.as_bytes() => {
-            transcript.verify(&node.secret, Role::Dial, &String::from_utf8_lossy(proof))
-        }
+    let ok = match Message::parse(&answer) {
+        Some(Message::Auth { proof }) => transcript.verify(&bus.secret, Role::Dial, proof),
         _ => false,
     };
     if !ok {
-        node.log.event(
-            "link-refused",
-            &who,
-            "authentication failed: HERD_SECRET differs or the handshake is forged",
-        );
-        return;
+        let text = "authentication failed: HERD_SECRET differs or the handshake is forged";
+        bus.log.event("bus-refused", &who, text);
+        return None;
     }
-    run_link(node, i, stream, reader, alive).await;
+    match dialer {
+        Some(i) => Some((i, Conn { stream, reader })),
+        None => {
+            let report = status::Report {
+                name: bus.name.clone(),
+                uptime_ms: bus.started.elapsed().as_millis() as u64,
+                clients: bus.replica.len() as u64,
+                links: bus.link_states(),
+            };
+            let json = report.to_json();
+            let _ = send(&mut stream, &Message::StatusReport(&json), &bus.log, &who).await;
+            bus.log.event("close", &who, "status answered");
+            None
+        }
+    }
 }
 
 /// Reads one handshake line within `HANDSHAKE_TIMEOUT`.
-async fn read_line(stream: &mut TcpStream, reader: &mut LineReader) -> Result<Vec<u8>, String> {
+async fn read_line<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    reader: &mut LineReader,
+) -> Result<Vec<u8>, String> {
     timeout(HANDSHAKE_TIMEOUT, async {
         loop {
             if let Some(line) = reader.next_line() {
@@ -315,43 +393,68 @@ async fn read_line(stream: &mut TcpStream, reader: &mut LineReader) -> Result<Ve
     .unwrap_or_else(|| Err("handshake timed out".into()))
 }
 
-/// Runs an established link until either direction fails: the writer sends everything
-/// this server holds, then whatever is flooded to it; the reader applies the peer's updates.
-async fn run_link(
-    node: &Arc<Node>,
-    i: usize,
-    stream: TcpStream,
-    reader: LineReader,
-    alive: &Alive,
-) {
-    let link = &node.peers.links[i];
-    let who = format!("peer {}", link.name);
-    let (tx, rx) = async_channel::bounded(PEER_QUEUE);
-    // Install before the snapshot: every update lands in one or the other (or both,
-    // which the newer-wins rule makes harmless).
-    let id = node.peers.install(i, tx.clone());
-    if alive.stopping() {
-        // The server began stopping during the handshake: send the snapshot and end.
-        tx.close();
+/// Runs an established link until either direction fails: first each side says what it
+/// holds of the other's updates, then the writer streams what the peer is missing and
+/// the reader applies the peer's updates.
+async fn run_link(bus: &Arc<Bus>, i: usize, conn: Conn, alive: &Alive) {
+    let Conn {
+        mut stream,
+        mut reader,
+    } = conn;
+    let link = &bus.links[i];
+    let who = bus.who(i);
+    let mine = Message::Resync(bus.replica.cursor_of(&link.name));
+    if let Err(e) = send(&mut stream, &mine, &bus.log, &who).await {
+        return bus.log.event("link-refused", &who, &e);
     }
-    drop(tx);
+    let theirs = match read_line(&mut stream, &mut reader)
+        .await
+        .map(|l| match Message::parse(&l) {
+            Some(Message::Resync(cursor)) => Ok(cursor),
+            _ => Err(format!(
+                "expected {}, got {}",
+                "HERD-RESYNC",
+                String::from_utf8_lossy(&l[..l.len().min(100)])
+            )),
+        }) {
+        Ok(Ok(cursor)) => cursor,
+        Ok(Err(e)) | Err(e) => return bus.log.event("link-refused", &who, &e),
+    };
+    let start = bus.replica.start_offset(theirs);
+    let line = Message::Resync(theirs).to_line();
+    bus.log.event(
+        "link-in",
+        &who,
+        &String::from_utf8_lossy(strip_terminator(&line)),
+    );
+    let id = bus.next_id.fetch_add(1, Ordering::Relaxed);
+    *lock(&link.current) = Some(id);
     let addr = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    node.log.event("link-up", &who, &addr);
+    let how = if start == 0 {
+        "full resync".to_string()
+    } else {
+        format!("partial resync from offset {start}")
+    };
+    bus.log.event("link-up", &who, &format!("{addr}; {how}"));
     if let Err(e) = keepalive(&stream) {
-        node.log
+        bus.log
             .event("link-info", &who, &format!("cannot set keepalive: {e}"));
     }
-    let snapshot = node.store.snapshot();
+    let _ = alive;
     let why = future::or(
-        write_loop(stream.clone(), snapshot, rx, &node.log, &who),
-        read_loop(node, i, stream, reader, &who),
+        write_loop(bus, i, stream.clone(), start),
+        read_loop(bus, i, stream, reader),
     )
     .await;
-    node.peers.remove(i, id);
-    node.log.event("link-down", &who, &why);
+    let mut current = lock(&link.current);
+    if *current == Some(id) {
+        *current = None;
+    }
+    drop(current);
+    bus.log.event("link-down", &who, &why);
 }
 
 /// Turns on TCP keepalive (kernel timers: no wakeups here) and a matching
@@ -367,84 +470,91 @@ fn keepalive(stream: &TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn write_loop(
-    mut stream: TcpStream,
-    snapshot: Vec<Arc<str>>,
-    rx: async_channel::Receiver<Arc<str>>,
-    log: &Logger,
-    who: &str,
-) -> String {
+/// The link's one writer: streams published updates past `start` until the wake-up
+/// channel closes (server stopping, or the link replaced), then sends what is left.
+async fn write_loop(bus: &Bus, i: usize, mut stream: TcpStream, start: u64) -> String {
+    let who = bus.who(i);
+    let wake = bus.replica.subscribe(i);
+    let mut feed = Feed::from(start);
+    let mut sent_offset = start;
     let mut buf = Vec::with_capacity(4096);
-    let mut snapshot = snapshot.into_iter().peekable();
+    let mut closing = false;
     loop {
-        let mut entry = log.entry();
-        if snapshot.peek().is_some() {
-            for line in snapshot.by_ref() {
-                push_line(&mut buf, &line, &mut entry, who);
-                if buf.len() >= WRITE_BATCH {
-                    break;
+        let (lines, more) = bus.replica.catch_up(&mut feed, origin(i), WRITE_BATCH);
+        if !lines.is_empty() || feed.offset() != sent_offset {
+            let mut entry = bus.log.entry();
+            for line in &lines {
+                buf.extend_from_slice(line.as_bytes());
+                buf.push(b'\n');
+                entry.line("out", &who, line.as_bytes());
+            }
+            if feed.offset() != sent_offset {
+                let start = buf.len();
+                let cursor = Cursor {
+                    history: bus.replica.history(),
+                    offset: feed.offset(),
+                };
+                Message::Offset(cursor).write(&mut buf);
+                entry.line("out", &who, strip_terminator(&buf[start..]));
+                sent_offset = feed.offset();
+            }
+            bus.log.send(entry);
+            match timeout(PEER_WRITE_TIMEOUT, stream.write_all(&buf)).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return format!("write failed: {e}"),
+                None => {
+                    return format!(
+                        "peer did not take a write in {} s",
+                        PEER_WRITE_TIMEOUT.as_secs()
+                    )
                 }
             }
-        } else {
-            let Ok(first) = rx.recv().await else {
-                return "link replaced or its queue overflowed".into();
-            };
-            entry = log.entry();
-            push_line(&mut buf, &first, &mut entry, who);
-            while buf.len() < WRITE_BATCH {
-                let Ok(line) = rx.try_recv() else { break };
-                push_line(&mut buf, &line, &mut entry, who);
-            }
+            buf.clear();
         }
-        log.send(entry);
-        match timeout(PEER_WRITE_TIMEOUT, stream.write_all(&buf)).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return format!("write failed: {e}"),
-            None => {
-                return format!(
-                    "peer did not take a write in {} s",
-                    PEER_WRITE_TIMEOUT.as_secs()
-                )
-            }
+        if more {
+            continue;
         }
-        buf.clear();
+        if closing {
+            return "link closed; everything published was sent".into();
+        }
+        if wake.recv().await.is_err() {
+            closing = true;
+        }
     }
 }
 
-fn push_line(buf: &mut Vec<u8>, line: &str, entry: &mut crate::log::Entry, who: &str) {
-    buf.extend_from_slice(line.as_bytes());
-    buf.push(b'\n');
-    entry.line("out", who, line.as_bytes());
-}
-
-async fn read_loop(
-    node: &Arc<Node>,
-    i: usize,
-    mut stream: TcpStream,
-    mut reader: LineReader,
-    who: &str,
-) -> String {
-    let mut accepted = Vec::new();
+/// The link's reader: applies the peer's updates and notes its offsets. A line that is
+/// not a valid update is logged and dropped; only a failed read ends the link.
+async fn read_loop(bus: &Bus, i: usize, mut stream: TcpStream, mut reader: LineReader) -> String {
+    let who = bus.who(i);
+    let name = &bus.links[i].name;
+    let mut batch = Batch::default();
     loop {
-        let mut entry = node.log.entry();
+        let mut entry = bus.log.entry();
         while let Some(line) = reader.next_line() {
             let line = match line {
                 Line::Full(l) => strip_terminator(l),
-                Line::TooLong(_) => {
-                    node.persist(&accepted);
-                    node.flood(&mut accepted, Some(i));
-                    return "peer sent a line that is too long".into();
+                Line::TooLong(prefix) => {
+                    entry.line("in", &who, prefix);
+                    let why = format!("line longer than {MAX_PEER_LINE} bytes");
+                    entry.line("dropped", &who, why.as_bytes());
+                    continue;
                 }
             };
-            entry.line("in", who, line);
-            match std::str::from_utf8(line).ok().and_then(Report::from_line) {
-                Some((report, client)) => accepted.extend(node.decide(&client, report)),
-                None => entry.line("ignored", who, b"not an AT line"),
+            entry.line("in", &who, line);
+            match Message::parse(line) {
+                Some(Message::Update(text)) => match Report::from_line(text) {
+                    Some(report) => {
+                        bus.replica.decide(report, origin(i), &mut batch);
+                    }
+                    None => entry.line("dropped", &who, b"not a valid AT line"),
+                },
+                Some(Message::Offset(cursor)) => bus.replica.note_cursor(name, cursor, &mut batch),
+                _ => entry.line("dropped", &who, b"not a bus message"),
             }
         }
-        node.persist(&accepted);
-        node.flood(&mut accepted, Some(i));
-        node.log.send(entry);
+        bus.replica.commit(&mut batch).await;
+        bus.log.send(entry);
         match reader.fill(&mut stream).await {
             Ok(0) => return "closed by peer".into(),
             Ok(_) => {}

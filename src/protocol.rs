@@ -15,6 +15,17 @@ const MAX_LNG: u64 = 180;
 pub const MAX_RADIUS_KM: f64 = 50.0;
 /// Largest WHATSAT bound: one Nearby Search page holds at most 20 results.
 pub const MAX_BOUND: usize = 20;
+
+/// Longest server name, in bytes (SPEC §8). A name is copied into every AT line its
+/// server forms, so bounding it bounds the AT lines peers must accept.
+pub const MAX_NAME: usize = 64;
+
+/// Longest AT line a server forms or a peer accepts, terminator excluded. An IAMAT
+/// within `MAX_LINE` carries at most `MAX_LINE - 9` bytes of fields; its AT line adds
+/// `AT `, a name of at most `MAX_NAME` bytes and a time difference of at most 31 bytes
+/// (sign, 20 digits, point, 9 digits) and three spaces: 8,285 bytes at most. So every
+/// IAMAT a server acknowledges forms an AT line every peer accepts (SPEC §5).
+pub const MAX_AT_LINE: usize = crate::lines::MAX_LINE + MAX_NAME + 64;
 /// Digits of a time's integer part we accept: 19 always fit a `u64` (and so `i128`
 /// nanoseconds); real POSIX times have 10.
 const MAX_SECONDS_DIGITS: usize = 19;

@@ -1,33 +1,45 @@
-//! The server loop: accept connections, tell peers from clients by the first line,
-//! answer client commands in order, and keep the links to peers up.
+//! The server: a client port that speaks only the client protocol (SPEC §4) and a bus
+//! port for peer links and status queries (SPEC §5), each with its own bound; every
+//! client command answered in order; and an orderly stop.
 
 use crate::config::Config;
 use crate::lines::{Line, LineReader};
-use crate::log::{Entry, LogWriter, Logger};
-use crate::peer::{self, Peers};
+use crate::log::{self, Entry, LogWriter, Logger};
+use crate::peer::{self, Bus};
 use crate::places::{self, Places};
 use crate::protocol::{self, Command};
-use crate::state::State;
-use crate::store::{Report, Store};
-use crate::{handshake, log};
+use crate::replica::{Batch, Replica};
+use crate::shutdown::{timeout, Alive};
+use crate::store::Report;
 use async_net::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncWriteExt, Future};
 use smol::Timer;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Connections (clients and peers) one server holds at once. At a few KiB each, 10,000
-/// idle connections cost tens of MB; past this bound a new connection is logged and closed.
-pub const MAX_CONNECTIONS: usize = 10_000;
+/// Client connections one server holds at once. This machine allows 20,000 open files
+/// a process; 19,000 clients leave room for the bus, places requests, the log and the
+/// state file. Past this bound (or past what the open-file limit allows, whichever is
+/// lower) a new client is logged and closed.
+pub const MAX_CLIENTS: usize = 19_000;
+
+/// Connections to the bus port held at once: the configured links, status queries and
+/// strangers that have not finished a handshake (each gets `HANDSHAKE_TIMEOUT`). Kept
+/// apart from `MAX_CLIENTS`, so clients can never crowd out the herd's own links.
+pub const MAX_BUS_CONNECTIONS: usize = 256;
+
+/// Descriptors kept back from clients: the bus, places requests, log, state file,
+/// listeners and the runtime's own.
+const RESERVED_FDS: usize = MAX_BUS_CONNECTIONS + places::MAX_PLACES_IN_FLIGHT + 64;
 
 /// How long a reply may wait for a client to read it. A client that reads nothing for
 /// 30 s is gone or hostile; its connection is closed so it holds no memory.
 pub const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a stopping server waits for connections to finish what they have read and
-/// for peer queues to drain: a WHATSAT may wait `PLACES_TIMEOUT` for its places.
+/// for peer writers to send what is published: a WHATSAT may wait `PLACES_TIMEOUT`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(places::PLACES_TIMEOUT.as_secs() + 1);
 
 /// After `accept` fails (say, out of file descriptors), wait this long before trying
@@ -62,69 +74,45 @@ impl Secrets {
     }
 }
 
-/// One running server: everything its tasks share.
-pub struct Node {
-    /// This server's name.
-    pub name: String,
-    /// Every client's latest report.
-    pub store: Store,
-    /// The links to peers.
-    pub peers: Peers,
-    /// Where WHATSAT gets places.
-    pub places: Places,
-    /// The log.
-    pub log: Logger,
-    pub(crate) secret: Vec<u8>,
-    state: Option<Arc<State>>,
-    state_failing: AtomicBool,
-    connections: Arc<AtomicUsize>,
+/// A server's two listening sockets.
+pub struct Listeners {
+    /// The client port.
+    pub client: TcpListener,
+    /// The bus port.
+    pub bus: TcpListener,
 }
 
-impl Node {
-    /// Stores an update if it is newer than what is held; returns its line, to be
-    /// persisted and flooded, if it was.
-    pub(crate) fn decide(&self, client: &str, report: Report) -> Option<Arc<str>> {
-        let line = report.line.clone();
-        self.store.update(client, report).then_some(line)
-    }
-
-    /// Makes accepted updates durable, in one write for the batch. Called before any
-    /// reply to them, and any forwarding of them, goes out.
-    pub(crate) fn persist(&self, accepted: &[Arc<str>]) {
-        let Some(state) = &self.state else { return };
-        if accepted.is_empty() {
-            return;
-        }
-        match state.append(accepted, || self.store.snapshot()) {
-            Ok(()) => self.state_failing.store(false, Ordering::Relaxed),
-            Err(e) => {
-                self.log.event(
-                    "state-error",
-                    "-",
-                    &format!("cannot write the state file: {e}"),
-                );
-                // Say it on stderr once per run of failures, not once per batch.
-                if !self.state_failing.swap(true, Ordering::Relaxed) {
-                    eprintln!("herd {}: cannot write the state file: {e}", self.name);
-                }
-            }
-        }
-    }
-
-    /// Floods persisted updates to every peer but `from`, emptying `accepted`.
-    pub(crate) fn flood(&self, accepted: &mut Vec<Arc<str>>, from: Option<usize>) {
-        for line in accepted.drain(..) {
-            self.peers.flood(&line, from, &self.log);
-        }
+impl Listeners {
+    /// Binds server `name`'s client and bus addresses from `config`.
+    pub fn bind(config: &Config, name: &str) -> Result<Listeners, String> {
+        let me = config
+            .index_of(name)
+            .ok_or_else(|| format!("{}: no server named `{name}`", config.path.display()))?;
+        let server = &config.servers[me];
+        let open = |addr: &str, what: &str| {
+            bind(addr).map_err(|e| format!("{name}: cannot listen on {addr} ({what}): {e}"))
+        };
+        Ok(Listeners {
+            client: open(&server.addr, "client port")?,
+            bus: open(&server.bus, "bus port")?,
+        })
     }
 }
 
-/// Runs server `name` of `config` on `listener` until `stop` completes; then stops in
+/// What the client side of a running server shares.
+struct Node {
+    name: String,
+    replica: Arc<Replica>,
+    places: Places,
+    log: Logger,
+}
+
+/// Runs server `name` of `config` on `listeners` until `stop` completes; then stops in
 /// order (see the end of this function) and flushes the state file and the log. Only
 /// a bad name, an unusable places source or an unopenable state file is an error: one
 /// connection's failure never ends `run`.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: &Config,
     name: &str,
     secrets: Secrets,
@@ -139,209 +127,145 @@ pub async fn run(
         .flatten()
         .collect();
     let (logger, writer): (Logger, LogWriter) = log::Logger::open(&config.log_dir, name, hidden);
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let client_limit = client_limit();
     logger.event(
         "start",
         "-",
-        &format!("{name} listening on {addr}; places: {}", places.describe()),
+        &format!(
+            "{name} serving clients on {} (up to {client_limit}), bus on {}; places: {}",
+            local(&listeners.client),
+            local(&listeners.bus),
+            places.describe()
+        ),
     );
-    let store = Store::new();
-    let state = match &config.state_dir {
-        Some(dir) => Some(Arc::new(load_state(dir, name, &store, &logger)?)),
-        None => None,
-    };
-    let syncer = match (&state, config.fsync_interval) {
-        (Some(state), Some(every)) => Some(Syncer::start(state.clone(), every)),
-        _ => None,
-    };
+    let links = config.neighbours(me).len();
+    let replica = Arc::new(Replica::open(
+        name,
+        links,
+        config.state_dir.as_deref(),
+        config.fsync_interval,
+        &logger,
+    )?);
+    let secret = secrets.herd_secret.unwrap_or_default().into_bytes();
+    let bus = Arc::new(Bus::new(
+        config,
+        me,
+        secret,
+        replica.clone(),
+        logger.clone(),
+    )?);
     let node = Arc::new(Node {
         name: name.to_string(),
-        store,
-        peers: Peers::new(config, me),
+        replica: replica.clone(),
         places,
-        log: logger,
-        secret: secrets.herd_secret.unwrap_or_default().into_bytes(),
-        state,
-        state_failing: AtomicBool::new(false),
-        connections: Arc::new(AtomicUsize::new(0)),
+        log: logger.clone(),
     });
     let (shutdown_tx, shutdown) = async_channel::bounded::<()>(1);
     let (clients, clients_done) = Alive::new(&shutdown);
     let (links_alive, links_done) = Alive::new(&shutdown);
-    let links: Vec<smol::Task<()>> = (0..node.peers.links().len())
-        .filter(|&i| node.peers.links()[i].dials)
-        .map(|i| smol::spawn(peer::dial_loop(node.clone(), i, links_alive.clone())))
+    let dialers: Vec<smol::Task<()>> = (0..bus.links().len())
+        .filter(|&i| bus.links()[i].dials)
+        .map(|i| smol::spawn(peer::dial_loop(bus.clone(), i, links_alive.clone())))
         .collect();
-    let tokens = (clients, links_alive);
-    future::or(accept_loop(&node, &listener, &tokens), async {
-        stop.await;
-    })
-    .await;
+    let serve_clients = accept_loop(
+        &listeners.client,
+        &logger,
+        client_limit,
+        "client",
+        |stream, who| {
+            let (node, alive) = (node.clone(), clients.clone());
+            async move { serve_client(&node, stream, who, alive).await }
+        },
+    );
+    let serve_bus = accept_loop(
+        &listeners.bus,
+        &logger,
+        MAX_BUS_CONNECTIONS,
+        "bus",
+        |stream, who| {
+            let (bus, alive) = (bus.clone(), links_alive.clone());
+            async move { peer::accept(&bus, stream, who, &alive).await }
+        },
+    );
+    future::or(future::or(serve_clients, serve_bus), stop).await;
     // Shut down in order: stop accepting; let client connections finish the commands
-    // they have read (their updates still flood); then close the peer queues, let the
-    // writers drain them, and wait for the links; each phase within a grace period.
-    drop(listener);
-    node.log.event("stop", "-", "shutting down");
+    // they have read (their updates still flood); then close the links' wake-up
+    // channels, let each writer send what is published, and wait for the links; each
+    // phase within a grace period. Last, the state file and the log.
+    drop(listeners);
+    logger.event("stop", "-", "shutting down");
     drop(shutdown_tx);
-    let (clients, links_alive) = tokens;
     drop(clients);
     let clients_finished = timeout(SHUTDOWN_GRACE, clients_done.recv()).await.is_some();
-    node.peers.close_all();
+    replica.close_links();
     drop(links_alive);
     let links_finished = timeout(SHUTDOWN_GRACE, links_done.recv()).await.is_some();
     if !(clients_finished && links_finished) {
-        node.log
-            .event("stop", "-", "grace period over: cancelling what is left");
+        logger.event("stop", "-", "grace period over: cancelling what is left");
     }
-    drop(links);
-    drop(syncer);
-    if let Some(state) = &node.state {
-        if let Err(e) = state.sync() {
-            node.log.event(
-                "state-error",
-                "-",
-                &format!("cannot sync the state file: {e}"),
-            );
-        }
-    }
-    node.log.event("stop", "-", "stopped");
-    writer.finish(&node.log);
+    drop(dialers);
+    replica.close();
+    logger.event("stop", "-", "stopped");
+    writer.finish(&logger);
     Ok(())
 }
 
-/// Opens the state file and loads it into `store`; a damaged tail is cut and logged.
-fn load_state(
-    dir: &std::path::Path,
-    name: &str,
-    store: &Store,
+/// How many clients this process can hold: `MAX_CLIENTS`, or fewer when the open-file
+/// limit leaves less room.
+fn client_limit() -> usize {
+    let files = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let files = usize::try_from(files).unwrap_or(usize::MAX);
+    MAX_CLIENTS
+        .min(files.saturating_sub(RESERVED_FDS.min(files / 4)))
+        .max(1)
+}
+
+/// Accepts connections on `listener`, at most `limit` at once, each served by a task
+/// of its own from `serve`; the rest are logged and closed.
+async fn accept_loop<F, Fut>(
+    listener: &TcpListener,
     log: &Logger,
-) -> Result<State, String> {
-    let (state, loaded) = State::open(dir, name)
-        .map_err(|e| format!("cannot open the state file in {}: {e}", dir.display()))?;
-    if let Some((bytes, why)) = &loaded.truncated {
-        let text = format!("{why}: cut {bytes} bytes from the state file; peers fill in the rest");
-        log.event("state-repair", "-", &text);
-        eprintln!("herd {name}: {text}");
-    }
-    for line in &loaded.lines {
-        if let Some((report, client)) = Report::from_line(line) {
-            store.update(&client, report);
-        }
-    }
-    log.event(
-        "state-loaded",
-        "-",
-        &format!("{} records, {} clients", loaded.lines.len(), store.len()),
-    );
-    Ok(state)
-}
-
-/// Syncs the state file to disk every `fsync-interval`, on its own thread; stops when
-/// dropped.
-struct Syncer {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Syncer {
-    fn start(state: Arc<State>, every: Duration) -> Syncer {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
-            {
-                if let Err(e) = state.sync() {
-                    eprintln!("herd: cannot sync the state file: {e}");
-                }
-            }
-        });
-        Syncer {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Handed to every task the server starts: `shutdown` closes when the server stops,
-/// and the server waits until every `_done` sender is dropped.
-#[derive(Clone)]
-pub(crate) struct Alive {
-    pub(crate) shutdown: async_channel::Receiver<()>,
-    _done: async_channel::Sender<()>,
-}
-
-impl Alive {
-    /// A token tied to `shutdown`, and the receiver that closes once every clone of the
-    /// token is dropped.
-    fn new(shutdown: &async_channel::Receiver<()>) -> (Alive, async_channel::Receiver<()>) {
-        let (done_tx, done) = async_channel::bounded::<()>(1);
-        let alive = Alive {
-            shutdown: shutdown.clone(),
-            _done: done_tx,
-        };
-        (alive, done)
-    }
-
-    /// True once the server is stopping.
-    pub(crate) fn stopping(&self) -> bool {
-        self.shutdown.is_closed()
-    }
-
-    /// Runs `fut` unless the server stops first; `None` if it did.
-    pub(crate) async fn unless_stopped<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
-        future::or(async { Some(fut.await) }, async {
-            let _ = self.shutdown.recv().await;
-            None
-        })
-        .await
-    }
-}
-
-/// Accepts connections; each task holds a client token, and a link token for the case
-/// its connection turns out to be a peer.
-async fn accept_loop(node: &Arc<Node>, listener: &TcpListener, tokens: &(Alive, Alive)) {
+    limit: usize,
+    kind: &str,
+    serve: F,
+) where
+    F: Fn(TcpStream, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let open = Arc::new(AtomicUsize::new(0));
     let mut failing = false;
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
                 failing = false;
-                let who = format!("client {addr}");
-                if node.connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-                    node.log.event(
+                let who = format!("{kind} {addr}");
+                if open.load(Ordering::Relaxed) >= limit {
+                    log.event(
                         "refused",
                         &who,
-                        &format!("{MAX_CONNECTIONS} connections already open"),
+                        &format!("{limit} {kind} connections already open"),
                     );
                     continue;
                 }
-                let _ = stream.set_nodelay(true);
-                let guard = Counted::new(&node.connections);
-                let (node, client, link) = (node.clone(), tokens.0.clone(), tokens.1.clone());
+                let guard = Counted::new(&open);
+                let task = serve(stream, who);
                 smol::spawn(async move {
                     let _guard = guard;
-                    serve_connection(&node, stream, who, client, link).await;
+                    task.await;
                 })
                 .detach();
             }
             Err(e) => {
                 if !failing {
-                    node.log.event(
+                    log.event(
                         "accept-error",
-                        "-",
+                        kind,
                         &format!("{e}; retrying every {} ms", ACCEPT_BACKOFF.as_millis()),
                     );
-                    eprintln!("herd {}: accept failed: {e}", node.name);
+                    eprintln!("herd: accepting {kind} connections failed: {e}");
                 }
                 failing = true;
                 Timer::after(ACCEPT_BACKOFF).await;
@@ -366,15 +290,6 @@ impl Drop for Counted {
     }
 }
 
-/// Runs `fut`, giving up after `limit`.
-pub(crate) async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        Timer::after(limit).await;
-        None
-    })
-    .await
-}
-
 /// Nanoseconds since the epoch, now.
 fn now_ns() -> i128 {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
@@ -383,26 +298,20 @@ fn now_ns() -> i128 {
     }
 }
 
-/// Serves one connection: a client, or a peer if its first line is a valid `HERD-HELLO`.
-async fn serve_connection(
-    node: &Arc<Node>,
-    mut stream: TcpStream,
-    who: String,
-    alive: Alive,
-    link: Alive,
-) {
+/// Serves one client connection: each batch of lines read is decided, made durable
+/// and flooded, then answered in order.
+async fn serve_client(node: &Node, mut stream: TcpStream, who: String, alive: Alive) {
+    let _ = stream.set_nodelay(true);
     node.log.event("open", &who, "");
     let mut reader = LineReader::new();
     let mut out = Vec::with_capacity(256);
-    let mut accepted = Vec::new();
-    let mut first = true;
+    let mut batch = Batch::default();
     let why = loop {
         let Some(read) = alive.unless_stopped(reader.fill(&mut stream)).await else {
             break "server stopping".to_string();
         };
         let mut entry = node.log.entry();
         let mut too_long = false;
-        let mut hello = None;
         while let Some(line) = reader.next_line() {
             let line = match line {
                 Line::Full(l) => protocol::strip_terminator(l),
@@ -416,30 +325,16 @@ async fn serve_connection(
                 }
             };
             entry.line("in", &who, line);
-            if std::mem::take(&mut first) {
-                if let Some(found) = peer_hello(node, line) {
-                    hello = Some(found);
-                    break;
-                }
-            }
-            answer(node, line, &mut out, &mut accepted, (&mut entry, &who)).await;
+            answer(node, line, &mut out, &mut batch, (&mut entry, &who)).await;
         }
-        // Durable first, then the reply; forwarding and logging follow off the reply's path.
-        node.persist(&accepted);
+        // Durable, then flooded, then the reply: a client that does not read its
+        // replies never holds up its updates.
+        node.replica.commit(&mut batch).await;
         let written = write_replies(&mut stream, &out).await;
-        node.flood(&mut accepted, None);
         node.log.send(entry);
         out.clear();
         if let Err(why) = written {
             break why;
-        }
-        if let Some((i, nonce)) = hello {
-            node.log
-                .event("close", &who, "handed over to the peer link");
-            // Boxed: a link's state would otherwise sit in every client task's future.
-            // From here on this is a link: the server stops it with the links.
-            drop(alive);
-            return Box::pin(peer::accept(node, i, stream, reader, &nonce, &link)).await;
         }
         if too_long {
             Box::pin(drain(&mut stream)).await;
@@ -489,28 +384,12 @@ async fn drain(stream: &mut TcpStream) {
     .await;
 }
 
-/// `HERD-HELLO NAME NONCE` from a linked server: the link's index and the nonce.
-fn peer_hello(node: &Node, line: &[u8]) -> Option<(usize, String)> {
-    let words: Vec<&[u8]> = protocol::fields(line).collect();
-    let [word, name, nonce] = words[..] else {
-        return None;
-    };
-    let (name, nonce) = (
-        std::str::from_utf8(name).ok()?,
-        std::str::from_utf8(nonce).ok()?,
-    );
-    if word != handshake::HELLO.as_bytes() || !handshake::is_nonce(nonce) {
-        return None;
-    }
-    Some((node.peers.find(name)?, nonce.to_string()))
-}
-
 /// Answers one client line, appending the reply to `out`.
 async fn answer(
     node: &Node,
     line: &[u8],
     out: &mut Vec<u8>,
-    accepted: &mut Vec<Arc<str>>,
+    batch: &mut Batch,
     log: (&mut Entry, &str),
 ) {
     let (entry, who) = log;
@@ -518,13 +397,18 @@ async fn answer(
     match protocol::parse_command(line) {
         Ok(Command::IAmAt(cmd)) => {
             let at = protocol::format_at(&node.name, now_ns(), &cmd);
+            // Only an AT line every peer accepts is acknowledged (SPEC §5): one that
+            // would not be is refused, never stored.
+            let Some(report) = Report::from_line(&at) else {
+                protocol::format_invalid(line, out);
+                return entry.lines("out", who, &out[start..]);
+            };
             out.extend_from_slice(at.as_bytes());
             out.push(b'\n');
-            let report = Report::local(at, node.name.len(), cmd.time_ns);
-            accepted.extend(node.decide(cmd.client, report));
+            node.replica.decide(report, 0, batch);
         }
         Ok(Command::WhatsAt(cmd)) => {
-            let Some(at) = node.store.get(cmd.client) else {
+            let Some(at) = node.replica.get(cmd.client) else {
                 protocol::format_invalid(line, out);
                 return entry.lines("out", who, &out[start..]);
             };
@@ -547,7 +431,7 @@ async fn answer(
     entry.lines("out", who, &out[start..]);
 }
 
-/// Raises this process's open-file limit to its hard limit, so `MAX_CONNECTIONS` is
+/// Raises this process's open-file limit to its hard limit, so `MAX_CLIENTS` is
 /// reachable where the soft limit is the common 1024; returns the limit now in force.
 pub fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource};

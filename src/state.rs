@@ -1,85 +1,171 @@
-//! Durable state (`state-dir`): an append-only file of accepted AT lines, each with a
-//! CRC-32, written before the AT reply or the forwarding goes out, so `kill -9` loses
+//! The durable log (`state-dir`): an append-only file of records, each with a CRC-32,
+//! written before an update's AT reply or its forwarding goes out, so `kill -9` loses
 //! nothing a client was told. On start the file is replayed (newer wins, so order does
-//! not matter), a torn or corrupt tail is truncated and logged, and the file is
-//! compacted — a snapshot written aside, then renamed over it — once it grows past
-//! `COMPACT_RATIO` times the live data.
+//! not matter); a torn tail is cut off, and a record that fails its checksum or does
+//! not parse is dropped and counted, never a reason to refuse to start. Once the file
+//! grows past `COMPACT_RATIO` times the live data it is compacted: a snapshot written
+//! aside, then renamed over it.
 //!
-//! Record format, one per line: `CRC32HEX AT-LINE\n`, the checksum over the AT line.
+//! Records, one per line, `CRC32HEX TEXT\n` with the checksum over TEXT:
+//!
+//! ```text
+//! U <offset> <AT line>                  an update, accepted at that offset
+//! H <history>                           this server's history (wire::History)
+//! C <peer> <history> <offset>           what this server holds of a peer's updates
+//! <AT line>                             an update written by herd before offsets (offset 0)
+//! ```
+//!
+//! Only the disk thread of [`crate::replica`] touches the file, so no lock is needed and
+//! no fsync ever waits under a lock that connections take.
 
+use crate::wire::{Cursor, History};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// Compact when the file is this many times the size of the last snapshot: each
-/// record is then rewritten a bounded number of times (amortised O(1) per update).
-pub const COMPACT_RATIO: u64 = 4;
+/// record is then rewritten a bounded number of times (amortised O(1) per update),
+/// and a restart reads at most twice the live data.
+pub const COMPACT_RATIO: u64 = 2;
 
-/// Never compact a file smaller than this: rewriting a few KB buys nothing.
-pub const MIN_COMPACT_BYTES: u64 = 1 << 20;
+/// Never compact a file smaller than this: rewriting a few MB buys nothing.
+pub const MIN_COMPACT_BYTES: u64 = 4 << 20;
 
-/// What loading a state file found.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    /// Every valid record's AT line, in file order.
-    pub lines: Vec<String>,
-    /// Bytes cut from a torn or corrupt tail, and why.
-    pub truncated: Option<(u64, String)>,
+/// One record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// An update (an AT line) accepted at `offset` (0: written before offsets).
+    Update {
+        /// The offset in this server's history.
+        offset: u64,
+        /// The AT line.
+        line: &'a str,
+    },
+    /// This server's history.
+    History(History),
+    /// What this server holds of `peer`'s updates.
+    Cursor {
+        /// The peer's name.
+        peer: &'a str,
+        /// Its history and offset.
+        cursor: Cursor,
+    },
 }
 
-struct Inner {
+/// Appends one record's bytes to `out`.
+pub fn write_record(out: &mut Vec<u8>, record: &Record<'_>) {
+    let start = out.len() + 9;
+    out.extend_from_slice(b"00000000 ");
+    // Writing to a Vec cannot fail.
+    let _ = match record {
+        Record::Update { offset, line } => write!(out, "U {offset} {line}"),
+        Record::History(h) => write!(out, "H {h}"),
+        Record::Cursor { peer, cursor } => {
+            write!(out, "C {peer} {} {}", cursor.history, cursor.offset)
+        }
+    };
+    let crc = crc32fast::hash(&out[start..]);
+    out[start - 9..start - 1].copy_from_slice(format!("{crc:08x}").as_bytes());
+    out.push(b'\n');
+}
+
+/// One record's bytes, as a string (for tests and tools).
+pub fn record(record: &Record<'_>) -> String {
+    let mut out = Vec::new();
+    write_record(&mut out, record);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// What parsing a state file found besides its records.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Damage {
+    /// Length of the file up to its torn tail (the whole file if none).
+    pub valid: usize,
+    /// Bytes of a last record with no newline (cut off).
+    pub torn: usize,
+    /// Records dropped for a bad checksum or text, and the byte offset of the first.
+    pub dropped: usize,
+    /// Where the first dropped record starts.
+    pub first_dropped_at: Option<usize>,
+}
+
+/// Parses state-file bytes, calling `visit` for every valid record in file order.
+/// Bad records are skipped and counted; a last record with no newline is torn.
+pub fn parse<'a>(bytes: &'a [u8], mut visit: impl FnMut(Record<'a>)) -> Damage {
+    let mut damage = Damage::default();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some(len) = memchr::memchr(b'\n', &bytes[pos..]) else {
+            damage.torn = bytes.len() - pos;
+            break;
+        };
+        match parse_record(&bytes[pos..pos + len]) {
+            Some(record) => visit(record),
+            None => {
+                damage.dropped += 1;
+                damage.first_dropped_at.get_or_insert(pos);
+            }
+        }
+        pos += len + 1;
+    }
+    damage.valid = bytes.len() - damage.torn;
+    damage
+}
+
+fn parse_record(rec: &[u8]) -> Option<Record<'_>> {
+    let text = std::str::from_utf8(rec).ok()?;
+    let (crc, body) = text.split_once(' ')?;
+    if crc.len() != 8 || u32::from_str_radix(crc, 16).ok()? != crc32fast::hash(body.as_bytes()) {
+        return None;
+    }
+    let (kind, rest) = body.split_once(' ')?;
+    match kind {
+        "U" => {
+            let (offset, line) = rest.split_once(' ')?;
+            line.starts_with("AT ").then_some(())?;
+            Some(Record::Update {
+                offset: offset.parse().ok()?,
+                line,
+            })
+        }
+        "H" => Some(Record::History(History::parse(rest)?)),
+        "C" => {
+            let mut words = rest.split(' ');
+            let (peer, history, offset) = (words.next()?, words.next()?, words.next()?);
+            words.next().is_none().then_some(())?;
+            Some(Record::Cursor {
+                peer,
+                cursor: Cursor {
+                    history: History::parse(history)?,
+                    offset: offset.parse().ok()?,
+                },
+            })
+        }
+        "AT" => Some(Record::Update {
+            offset: 0,
+            line: body,
+        }),
+        _ => None,
+    }
+}
+
+/// A server's state file, owned by one thread.
+pub struct State {
+    path: PathBuf,
     file: File,
     /// Bytes in the file now.
     size: u64,
     /// Size of the file right after the last compaction (or load).
     base: u64,
-}
-
-/// A server's state file.
-pub struct State {
-    path: PathBuf,
-    inner: Mutex<Inner>,
-    dirty: Arc<AtomicBool>,
-}
-
-/// One record's bytes.
-pub fn record(line: &str) -> String {
-    format!("{:08x} {line}\n", crc32fast::hash(line.as_bytes()))
-}
-
-/// Parses state-file bytes into valid AT lines, stopping at the first record that is
-/// torn (no newline), fails its checksum or is not an AT line; returns the lines and
-/// the length of the valid prefix.
-pub fn parse(bytes: &[u8]) -> (Vec<String>, usize, Option<String>) {
-    let mut lines = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let Some(len) = bytes[pos..].iter().position(|&b| b == b'\n') else {
-            return (lines, pos, Some("torn record at the end".into()));
-        };
-        let rec = &bytes[pos..pos + len];
-        let valid = (|| {
-            let text = std::str::from_utf8(rec).ok()?;
-            let (crc, line) = text.split_once(' ')?;
-            let crc = u32::from_str_radix(crc, 16).ok()?;
-            (crc == crc32fast::hash(line.as_bytes()) && crate::protocol::parse_at(line).is_some())
-                .then(|| line.to_string())
-        })();
-        match valid {
-            Some(line) => lines.push(line),
-            None => return (lines, pos, Some(format!("corrupt record at byte {pos}"))),
-        }
-        pos += len + 1;
-    }
-    (lines, pos, None)
+    /// Appended since the last sync.
+    dirty: bool,
 }
 
 impl State {
-    /// Opens (creating) `dir/NAME.state`, returning what it held. A bad tail is cut
-    /// off; only an unreadable or unwritable file is an error.
-    pub fn open(dir: &Path, name: &str) -> io::Result<(State, Loaded)> {
+    /// Opens (creating) `dir/NAME.state` and returns it with its bytes. A torn tail is
+    /// cut off (the returned bytes keep it, for the caller's report); only an unreadable
+    /// or unwritable file is an error.
+    pub fn open(dir: &Path, name: &str) -> io::Result<(State, Vec<u8>, Damage)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{name}.state"));
         let mut file = OpenOptions::new()
@@ -89,94 +175,68 @@ impl State {
             .open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (lines, valid, problem) = parse(&bytes);
-        let mut loaded = Loaded {
-            lines,
-            truncated: None,
-        };
-        if let Some(why) = problem {
-            file.set_len(valid as u64)?;
+        let damage = parse(&bytes, |_| {});
+        if damage.torn > 0 {
+            file.set_len(damage.valid as u64)?;
             file.sync_data()?;
-            loaded.truncated = Some(((bytes.len() - valid) as u64, why));
         }
-        let size = valid as u64;
+        let size = damage.valid as u64;
         let state = State {
             path,
-            inner: Mutex::new(Inner {
-                file,
-                size,
-                base: size,
-            }),
-            dirty: Arc::new(AtomicBool::new(false)),
+            file,
+            size,
+            base: size,
+            dirty: false,
         };
-        Ok((state, loaded))
+        Ok((state, bytes, damage))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // Each critical section leaves `Inner` consistent (sizes only change after a
-        // successful write), so a poisoned lock holds valid data.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Appends accepted AT lines in one write. When the file has grown past
-    /// `COMPACT_RATIO` times its last snapshot, `snapshot` is called (under the file
-    /// lock, so no append is lost) and its lines replace the file.
-    pub fn append(
-        &self,
-        lines: &[Arc<str>],
-        snapshot: impl FnOnce() -> Vec<Arc<str>>,
-    ) -> io::Result<()> {
-        if lines.is_empty() {
+    /// Appends records' bytes in one write.
+    pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
             return Ok(());
         }
-        let mut buf = String::with_capacity(lines.iter().map(|l| l.len() + 10).sum());
-        for line in lines {
-            buf += &record(line);
-        }
-        let mut inner = self.lock();
-        inner.file.write_all(buf.as_bytes())?;
-        inner.size += buf.len() as u64;
-        self.dirty.store(true, Ordering::Relaxed);
-        if inner.size > MIN_COMPACT_BYTES && inner.size > COMPACT_RATIO * inner.base {
-            self.compact(&mut inner, snapshot())?;
-        }
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        self.dirty = true;
         Ok(())
     }
 
-    /// Writes `lines` to a temporary file, syncs it, and renames it over the state file.
-    fn compact(&self, inner: &mut Inner, lines: Vec<Arc<str>>) -> io::Result<()> {
+    /// True once the file has grown past `COMPACT_RATIO` times its last snapshot.
+    pub fn wants_compaction(&self) -> bool {
+        self.size > MIN_COMPACT_BYTES && self.size > COMPACT_RATIO * self.base
+    }
+
+    /// Writes `snapshot` (records' bytes) to a temporary file, syncs it, and renames it
+    /// over the state file.
+    pub fn compact(&mut self, snapshot: &[u8]) -> io::Result<()> {
         let tmp = self.path.with_extension("state.tmp");
-        let mut out = io::BufWriter::new(File::create(&tmp)?);
-        let mut size = 0;
-        for line in &lines {
-            let rec = record(line);
-            out.write_all(rec.as_bytes())?;
-            size += rec.len() as u64;
-        }
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_data()?;
+        let mut out = File::create(&tmp)?;
+        out.write_all(snapshot)?;
+        out.sync_data()?;
         std::fs::rename(&tmp, &self.path)?;
         if let Some(dir) = self.path.parent() {
             // Make the rename itself durable; not every filesystem allows it.
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
-        inner.file = OpenOptions::new().append(true).open(&self.path)?;
-        inner.size = size;
-        inner.base = size;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        self.size = snapshot.len() as u64;
+        self.base = self.size;
+        self.dirty = false;
         Ok(())
     }
 
     /// Forces what was appended to disk (fsync), if anything was since the last sync.
-    pub fn sync(&self) -> io::Result<()> {
-        if self.dirty.swap(false, Ordering::Relaxed) {
-            self.lock().file.sync_data()?;
+    pub fn sync(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.dirty) {
+            self.file.sync_data()?;
         }
         Ok(())
     }
 
     /// The file's current size in bytes.
     pub fn size(&self) -> u64 {
-        self.lock().size
+        self.size
     }
 }
 
@@ -193,44 +253,87 @@ mod tests {
     const A: &str = "AT A +0.000000001 kiwi +1+1 100";
     const B: &str = "AT B +0.000000001 pear +2+2 101";
 
+    fn update(offset: u64, line: &str) -> Record<'_> {
+        Record::Update { offset, line }
+    }
+
+    fn all(bytes: &[u8]) -> (Vec<Record<'_>>, Damage) {
+        let mut records = Vec::new();
+        let damage = parse(bytes, |r| records.push(r));
+        (records, damage)
+    }
+
     #[test]
-    fn appended_lines_come_back() {
+    fn every_kind_of_record_round_trips() {
+        let cursor = Cursor {
+            history: History(7),
+            offset: 1 << 33,
+        };
+        let records = [
+            Record::History(History(0xabc)),
+            update(5, A),
+            Record::Cursor {
+                peer: "Jaquez",
+                cursor,
+            },
+        ];
+        let mut bytes = Vec::new();
+        for r in &records {
+            write_record(&mut bytes, r);
+        }
+        // A record of herd before offsets still loads, at offset 0.
+        bytes.extend_from_slice(format!("{:08x} {B}\n", crc32fast::hash(B.as_bytes())).as_bytes());
+        let (got, damage) = all(&bytes);
+        assert_eq!(got[..3], records);
+        assert_eq!(got[3], update(0, B));
+        assert_eq!(damage.valid, bytes.len());
+        assert_eq!((damage.torn, damage.dropped), (0, 0));
+    }
+
+    #[test]
+    fn appended_records_come_back() {
         let d = dir("back");
-        let (state, loaded) = State::open(&d, "A").unwrap();
-        assert!(loaded.lines.is_empty());
-        state.append(&[A.into(), B.into()], Vec::new).unwrap();
+        let (mut state, bytes, _) = State::open(&d, "A").unwrap();
+        assert!(bytes.is_empty());
+        let mut out = Vec::new();
+        write_record(&mut out, &update(1, A));
+        write_record(&mut out, &update(2, B));
+        state.append(&out).unwrap();
         state.sync().unwrap();
         drop(state);
-        let (_, loaded) = State::open(&d, "A").unwrap();
-        assert_eq!(loaded.lines, [A, B]);
-        assert!(loaded.truncated.is_none());
+        let (_, bytes, damage) = State::open(&d, "A").unwrap();
+        assert_eq!(all(&bytes).0, [update(1, A), update(2, B)]);
+        assert_eq!(damage.torn + damage.dropped, 0);
         let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
-    fn a_torn_or_corrupt_tail_is_cut_off() {
-        let whole = format!("{}{}", record(A), record(B));
-        for (damaged, why) in [
-            (whole[..whole.len() - 3].to_string(), "torn"),
-            (whole.replace("pear", "peas"), "corrupt"),
-            (format!("{whole}\u{0}\u{0}\u{0}garbage"), "torn"),
-            (format!("{}zzzzzzzz {B}\n", record(A)), "corrupt"),
+    fn a_torn_tail_is_cut_and_a_bad_record_is_dropped_alone() {
+        let whole = format!("{}{}", record(&update(1, A)), record(&update(2, B)));
+        // Torn: the last record has no newline; it is cut from the file.
+        let d = dir("torn");
+        std::fs::create_dir_all(&d).unwrap();
+        let torn = &whole[..whole.len() - 3];
+        std::fs::write(d.join("A.state"), torn).unwrap();
+        let (mut state, bytes, damage) = State::open(&d, "A").unwrap();
+        assert_eq!(all(&bytes).0, [update(1, A)]);
+        assert_eq!(damage.torn, torn.len() - record(&update(1, A)).len());
+        assert_eq!(state.size() + damage.torn as u64, torn.len() as u64);
+        state.append(record(&update(3, B)).as_bytes()).unwrap();
+        drop(state);
+        let (_, bytes, again) = State::open(&d, "A").unwrap();
+        assert_eq!(all(&bytes).0, [update(1, A), update(3, B)]);
+        assert_eq!(again.torn + again.dropped, 0);
+        let _ = std::fs::remove_dir_all(&d);
+        // Corrupt in the middle: that record alone is dropped, the rest still load.
+        for damaged in [
+            format!("{}{}", whole.replace("kiwi", "kiwo"), record(&update(3, B))),
+            format!("zzzzzzzz junk\n{whole}"),
+            format!("\u{0}\u{0}\n{whole}"),
         ] {
-            let d = dir("torn");
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("A.state"), &damaged).unwrap();
-            let (state, loaded) = State::open(&d, "A").unwrap();
-            let (cut, message) = loaded.truncated.expect("damage found");
-            assert!(message.contains(why), "{message}");
-            assert_eq!(loaded.lines[0], A);
-            assert_eq!(state.size() + cut, damaged.len() as u64);
-            // The file is usable after the cut.
-            state.append(&[B.into()], Vec::new).unwrap();
-            drop(state);
-            let (_, again) = State::open(&d, "A").unwrap();
-            assert!(again.truncated.is_none());
-            assert_eq!(again.lines.last().map(String::as_str), Some(B));
-            let _ = std::fs::remove_dir_all(&d);
+            let (got, damage) = all(damaged.as_bytes());
+            assert_eq!(damage.dropped, 1, "{damaged:?}");
+            assert!(got.contains(&update(2, B)), "{damaged:?}");
         }
     }
 
@@ -242,37 +345,28 @@ mod tests {
             b"\xff\xfe\n",
             b"1234 \n",
             b"00000000 AT\n",
+            b"00000000 U x AT\n",
             &[0u8; 100],
         ] {
-            let (lines, valid, _) = parse(junk);
-            assert!(lines.is_empty() && valid == 0, "{junk:?}");
+            let (records, _) = all(junk);
+            assert!(records.is_empty(), "{junk:?}");
         }
     }
 
     #[test]
-    fn the_file_is_compacted_past_the_ratio() {
+    fn compaction_replaces_the_file() {
         let d = dir("compact");
-        let (state, _) = State::open(&d, "A").unwrap();
-        let line: Arc<str> = Arc::from(A);
-        let batch = vec![line.clone(); 1000];
-        let mut compactions = 0;
-        for _ in 0..100 {
-            state
-                .append(&batch, || {
-                    compactions += 1;
-                    vec![line.clone()]
-                })
-                .unwrap();
-        }
-        assert!(compactions >= 1);
-        assert!(
-            state.size() < MIN_COMPACT_BYTES + 100_000,
-            "{}",
-            state.size()
-        );
+        let (mut state, _, _) = State::open(&d, "A").unwrap();
+        let one = record(&update(1, A));
+        let many = one.repeat((MIN_COMPACT_BYTES as usize / one.len()) + 10);
+        state.append(many.as_bytes()).unwrap();
+        assert!(state.wants_compaction());
+        state.compact(one.as_bytes()).unwrap();
+        assert!(!state.wants_compaction());
+        state.append(record(&update(2, B)).as_bytes()).unwrap();
         drop(state);
-        let (_, loaded) = State::open(&d, "A").unwrap();
-        assert!(loaded.lines.iter().all(|l| l == A) && !loaded.lines.is_empty());
+        let (_, bytes, _) = State::open(&d, "A").unwrap();
+        assert_eq!(all(&bytes).0, [update(1, A), update(2, B)]);
         assert!(!d.join("A.state.tmp").exists());
         let _ = std::fs::remove_dir_all(&d);
     }

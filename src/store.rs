@@ -1,11 +1,17 @@
-//! The client store: per client, the AT line with the latest client time. One small
-//! struct; each method takes the lock, decides and returns a plain value.
+//! The client store: per client, the AT line with the latest client time, and the
+//! offset at which this server accepted it. Compact by design (a million clients is a
+//! normal day): one 32-byte entry per client in a slab, the AT line shared with the
+//! queues that send it, and an index of 4-byte slab slots hashed by client ID. The
+//! client ID, the receiving server and the client time are read back from the line
+//! itself rather than stored twice.
 
 use crate::protocol;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
-/// A stored report: the AT line as the receiving server formed it, and its order key.
+/// A report on its way in: an AT line as the receiving server formed it, with where
+/// its fields are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// The whole AT line, without terminator.
@@ -14,36 +20,38 @@ pub struct Report {
     pub time_ns: i128,
     /// Byte range of the receiving server's name in `line`.
     server: (usize, usize),
+    /// Byte range of the client ID in `line`.
+    client: (usize, usize),
 }
 
 impl Report {
-    /// Builds a report from an AT line; `None` if the line is not a valid AT line.
-    pub fn from_line(line: &str) -> Option<(Report, String)> {
-        let at = protocol::parse_at(line)?;
-        let start = at.server.as_ptr() as usize - line.as_ptr() as usize;
-        Some((
-            Report {
-                line: line.into(),
-                time_ns: at.time_ns,
-                server: (start, start + at.server.len()),
-            },
-            at.client.to_string(),
-        ))
-    }
-
-    /// A report this server forms for an IAMAT: `line` is `AT SERVER ...` with a server
-    /// name of `server_len` bytes.
-    pub fn local(line: String, server_len: usize, time_ns: i128) -> Report {
-        Report {
-            line: line.into(),
-            time_ns,
-            server: (3, 3 + server_len),
+    /// Builds a report from an AT line; `None` if the line is not a valid AT line or is
+    /// longer than `protocol::MAX_AT_LINE`.
+    pub fn from_line(line: &str) -> Option<Report> {
+        if line.len() > protocol::MAX_AT_LINE {
+            return None;
         }
+        let at = protocol::parse_at(line)?;
+        let range = |field: &str| {
+            let start = field.as_ptr() as usize - line.as_ptr() as usize;
+            (start, start + field.len())
+        };
+        Some(Report {
+            server: range(at.server),
+            client: range(at.client),
+            time_ns: at.time_ns,
+            line: line.into(),
+        })
     }
 
     /// The server that received the IAMAT.
     pub fn server(&self) -> &str {
         &self.line[self.server.0..self.server.1]
+    }
+
+    /// The client ID.
+    pub fn client(&self) -> &str {
+        &self.line[self.client.0..self.client.1]
     }
 
     /// True when `self` should replace `old`: a later client time, or the same time from
@@ -54,10 +62,41 @@ impl Report {
     }
 }
 
+/// Where an accepted update came from: this server's clients or state file (0), or
+/// link `n - 1`; a link's writer skips the updates its own peer sent.
+pub type Origin = u8;
+
+/// One client's entry: 32 bytes.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// The AT line (validated on the way in).
+    pub(crate) line: Arc<str>,
+    /// The offset at which this server accepted it.
+    pub(crate) seq: u64,
+    /// Where the client ID starts in `line`, and its length.
+    client: (u16, u16),
+    /// Where it came from.
+    pub(crate) from: Origin,
+}
+
+impl Entry {
+    fn client(&self) -> &str {
+        let (start, len) = (self.client.0 as usize, self.client.1 as usize);
+        &self.line[start..start + len]
+    }
+
+    /// The stored line's report, re-read from the line.
+    fn report(&self) -> Option<Report> {
+        Report::from_line(&self.line)
+    }
+}
+
 /// Every client's latest report.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Store {
-    clients: Mutex<HashMap<Box<str>, Report>>,
+    entries: Vec<Entry>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
 }
 
 impl Store {
@@ -66,46 +105,84 @@ impl Store {
         Store::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Box<str>, Report>> {
-        // A panic while holding this lock cannot leave the map half-updated (each method
-        // does one insert), so a poisoned lock still holds consistent data.
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    fn find(&self, client: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(client);
+        self.index
+            .find(hash, |&slot| self.entries[slot as usize].client() == client)
+            .copied()
     }
 
-    /// Stores `report` for `client` if it is newer than what is held; true if it was.
-    pub fn update(&self, client: &str, report: Report) -> bool {
-        let mut clients = self.lock();
-        match clients.get_mut(client) {
-            Some(old) if !report.is_newer_than(old) => false,
-            Some(old) => {
-                *old = report;
-                true
+    /// Stores `report` if it is newer than what is held for its client, marking it with
+    /// offset `seq` and origin `from`; returns its slot if it was stored.
+    pub fn update(&mut self, report: Report, seq: u64, from: Origin) -> Option<u32> {
+        let client = report.client;
+        // Lines are bounded by MAX_AT_LINE (< u16::MAX), so both fit.
+        let range = (client.0 as u16, (client.1 - client.0) as u16);
+        let entry = Entry {
+            line: report.line.clone(),
+            seq,
+            client: range,
+            from,
+        };
+        match self.find(report.client()) {
+            Some(slot) => {
+                let old = &mut self.entries[slot as usize];
+                if old.report().is_some_and(|old| !report.is_newer_than(&old)) {
+                    return None;
+                }
+                *old = entry;
+                Some(slot)
             }
             None => {
-                clients.insert(client.into(), report);
-                true
+                let slot = u32::try_from(self.entries.len()).ok()?;
+                let hash = self.hasher.hash_one(report.client());
+                let (entries, hasher) = (&self.entries, &self.hasher);
+                self.index.insert_unique(hash, slot, |&s| {
+                    hasher.hash_one(entries[s as usize].client())
+                });
+                self.entries.push(entry);
+                Some(slot)
             }
         }
     }
 
     /// The stored AT line for `client`.
     pub fn get(&self, client: &str) -> Option<Arc<str>> {
-        self.lock().get(client).map(|r| r.line.clone())
+        self.find(client)
+            .map(|slot| self.entries[slot as usize].line.clone())
     }
 
-    /// Every stored AT line, for a peer that has just linked up.
-    pub fn snapshot(&self) -> Vec<Arc<str>> {
-        self.lock().values().map(|r| r.line.clone()).collect()
+    /// Every stored AT line, in slot order.
+    pub fn lines(&self) -> Vec<Arc<str>> {
+        self.entries.iter().map(|e| e.line.clone()).collect()
+    }
+
+    /// The entry in `slot`.
+    pub(crate) fn entry(&self, slot: u32) -> &Entry {
+        &self.entries[slot as usize]
+    }
+
+    /// The entries from slot `from` on.
+    pub(crate) fn entries_from(&self, from: usize) -> &[Entry] {
+        self.entries.get(from..).unwrap_or_default()
     }
 
     /// How many clients are stored.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.entries.len()
     }
 
     /// True when no client is stored.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries.is_empty()
+    }
+
+    /// Makes room for `more` clients at once (a state file being loaded).
+    pub(crate) fn reserve(&mut self, more: usize) {
+        self.entries.reserve(more);
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.index
+            .reserve(more, |&s| hasher.hash_one(entries[s as usize].client()));
     }
 }
 
@@ -113,42 +190,60 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn report(line: &str) -> (Report, String) {
+    fn report(line: &str) -> Report {
         Report::from_line(line).expect("valid AT line")
     }
 
     #[test]
     fn newer_wins_older_never_replaces() {
-        let store = Store::new();
-        let (a, client) = report("AT A +0.000000001 kiwi +1+1 100");
-        let (b, _) = report("AT B +0.000000001 kiwi +2+2 101");
-        let (c, _) = report("AT C +0.000000001 kiwi +3+3 100.5");
-        assert!(store.update(&client, a));
-        assert!(store.update(&client, b.clone()));
-        assert!(!store.update(&client, c));
+        let mut store = Store::new();
+        let a = report("AT A +0.000000001 kiwi +1+1 100");
+        let b = report("AT B +0.000000001 kiwi +2+2 101");
+        let c = report("AT C +0.000000001 kiwi +3+3 100.5");
+        assert_eq!(a.client(), "kiwi");
+        assert!(store.update(a, 1, 0).is_some());
+        assert!(store.update(b.clone(), 2, 0).is_some());
+        assert!(store.update(c, 3, 0).is_none());
         assert_eq!(store.get("kiwi"), Some(b.line));
+        assert_eq!(store.entry(0).seq, 2);
         assert_eq!(store.len(), 1);
     }
 
     #[test]
     fn equal_times_break_ties_by_server_name_and_keep_the_first() {
-        let (a, client) = report("AT Alpha +0.000000001 kiwi +1+1 100");
-        let (z, _) = report("AT Zulu +0.000000001 kiwi +2+2 100.000");
-        let (a2, _) = report("AT Alpha +0.000000009 kiwi +9+9 100");
+        let a = report("AT Alpha +0.000000001 kiwi +1+1 100");
+        let z = report("AT Zulu +0.000000001 kiwi +2+2 100.000");
+        let a2 = report("AT Alpha +0.000000009 kiwi +9+9 100");
         for order in [[&a, &z], [&z, &a]] {
-            let store = Store::new();
+            let mut store = Store::new();
             for r in order {
-                store.update(&client, r.clone());
+                store.update(r.clone(), 1, 0);
             }
             assert_eq!(store.get("kiwi"), Some(z.line.clone()));
         }
-        let store = Store::new();
-        assert!(store.update(&client, a.clone()));
-        assert!(!store.update(&client, a2));
+        let mut store = Store::new();
+        assert!(store.update(a.clone(), 1, 0).is_some());
+        assert!(store.update(a2, 2, 0).is_none());
         assert_eq!(store.get("kiwi"), Some(a.line));
         assert_eq!(
-            report("AT Alpha +0.000000001 kiwi +1+1 100").0.server(),
+            report("AT Alpha +0.000000001 kiwi +1+1 100").server(),
             "Alpha"
         );
+    }
+
+    #[test]
+    fn many_clients_each_keep_their_own_line() {
+        let mut store = Store::new();
+        for i in 0..10_000 {
+            let line = format!("AT A +0.000000001 client-{i} +1+1 {i}");
+            assert_eq!(store.update(report(&line), i, 0), Some(i as u32));
+        }
+        assert_eq!(store.len(), 10_000);
+        assert_eq!(
+            store.get("client-1234").as_deref(),
+            Some("AT A +0.000000001 client-1234 +1+1 1234")
+        );
+        assert_eq!(store.get("client-10000"), None);
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
     }
 }

@@ -25,7 +25,7 @@ fn secret(s: &str) -> impl Fn(&str) -> Secrets + '_ {
 
 /// Starts a handshake as `name` and returns the client and the acceptor's nonce and proof.
 fn hello(herd: &Herd, to: &str, name: &str, nonce_d: &str) -> (Client, String, String) {
-    let mut c = herd.client(to);
+    let mut c = Client::connect(&herd.bus(to));
     c.send(&format!("HERD-HELLO {name} {nonce_d}\n"));
     let welcome = c.line();
     let words: Vec<&str> = welcome.split(' ').collect();
@@ -49,7 +49,7 @@ fn a_replayed_handshake_fails_because_nonces_are_fresh() {
     }
     .proof(b"s3cret", Role::Dial);
     c.send(&format!(
-        "HERD-AUTH {proof}\nAT 0spy +0.000000001 genuine +1-1 1\n"
+        "HERD-AUTH {proof}\nHERD-RESYNC - 0\nAT 0spy +0.000000001 genuine +1-1 1\n"
     ));
     herd.wait_for("A", "genuine", "AT 0spy +0.000000001 genuine +1-1 1");
     drop(c);
@@ -57,10 +57,10 @@ fn a_replayed_handshake_fails_because_nonces_are_fresh() {
     let (mut r, nonce_a2, _) = hello(&herd, "A", "0spy", &nonce_d);
     assert_ne!(nonce_a2, nonce_a);
     r.send(&format!(
-        "HERD-AUTH {proof}\nAT 0spy +0.000000001 planted +6-6 2\n"
+        "HERD-AUTH {proof}\nHERD-RESYNC - 0\nAT 0spy +0.000000001 planted +6-6 2\n"
     ));
     assert!(r.closed_within(Duration::from_secs(5)));
-    herd.wait_log("A", "link-refused peer 0spy authentication failed");
+    herd.wait_log("A", "bus-refused peer 0spy authentication failed");
     assert_eq!(herd.stored("A", "planted"), None);
 }
 
@@ -75,11 +75,11 @@ fn a_stranger_claiming_a_linked_name_is_refused_and_the_real_link_stays_up() {
     // A stranger, without the secret, claims to be A at B.
     let (mut s, _, _) = hello(&herd, "B", "A", &handshake::nonce());
     s.send(&format!(
-        "HERD-AUTH {}\nAT A +0.1 planted +1-1 9\n",
+        "HERD-AUTH {}\nHERD-RESYNC - 0\nAT A +0.1 planted +1-1 9\n",
         "0".repeat(64)
     ));
     assert!(s.closed_within(Duration::from_secs(5)));
-    herd.wait_log("B", "link-refused peer A authentication failed");
+    herd.wait_log("B", "bus-refused peer A authentication failed");
     assert_eq!(herd.stored("B", "planted"), None);
     a.send("IAMAT after +2-2 2\n");
     let at = a.line();
@@ -93,14 +93,51 @@ fn a_linked_peer_sending_garbage_is_ignored_or_cut_off() {
     p.send_bytes(b"\xff\xfe garbage\n\0\0\0\nIAMAT x +1-1 1\nAT 0bad +0.1 short\nAT 0bad +0.000000001 ok +1-1 1\n");
     herd.wait_for("A", "ok", "AT 0bad +0.000000001 ok +1-1 1");
     assert_eq!(herd.stored("A", "x"), None);
-    herd.wait_log("A", "ignored peer 0bad not an AT line");
-    // A line past MAX_LINE ends the link; A serves clients as before.
-    p.send(&"z".repeat(herd::lines::MAX_LINE + 1));
-    assert!(p.closed_within(Duration::from_secs(5)));
-    herd.wait_log("A", "peer sent a line that is too long");
+    herd.wait_log("A", "dropped peer 0bad not a valid AT line");
+    herd.wait_log("A", "dropped peer 0bad not a bus message");
+    // A line past MAX_PEER_LINE is logged and dropped alone: the link stays up and the
+    // next update arrives (SPEC §5: one bad record is never a reason to cut a link).
+    p.send(&"z".repeat(herd::peer::MAX_PEER_LINE * 3));
+    p.send("\nAT 0bad +0.000000001 after +1-1 2\n");
+    herd.wait_for("A", "after", "AT 0bad +0.000000001 after +1-1 2");
+    herd.wait_log("A", "dropped peer 0bad line longer than");
+    assert!(!herd.log("A").contains("link-down peer 0bad"));
     let mut c = herd.client("A");
     c.send("IAMAT y +1-1 1\n");
     assert!(c.line().starts_with("AT A "));
+}
+
+#[test]
+fn the_client_port_speaks_only_the_client_protocol_and_the_bus_only_the_bus() {
+    let herd = Herd::start(&["A", "B"], &[("A", "B")], "");
+    // A handshake (or any peer message) on the client port is an invalid command.
+    let mut c = herd.client("A");
+    let hello = format!("HERD-HELLO B {}", handshake::nonce());
+    c.send(&format!(
+        "{hello}\nAT B +0.000000001 planted +1-1 1\nHERD-RESYNC - 0\n"
+    ));
+    assert_eq!(c.line(), format!("? {hello}"));
+    assert_eq!(c.line(), "? AT B +0.000000001 planted +1-1 1");
+    assert_eq!(c.line(), "? HERD-RESYNC - 0");
+    // A client command on the bus port, or a server that is not linked, is logged
+    // and closed, and teaches the server nothing.
+    for first in [
+        "IAMAT kiwi +1-1 1".to_string(),
+        format!("HERD-HELLO Z {}", handshake::nonce()),
+        "AT B +0.000000001 planted +1-1 1".to_string(),
+    ] {
+        let mut s = Client::connect(&herd.bus("A"));
+        s.send(&format!("{first}\n"));
+        assert!(s.closed_within(Duration::from_secs(5)), "{first}");
+    }
+    herd.wait_log("A", "bus-refused bus 127.0.0.1");
+    assert_eq!(herd.stored("A", "kiwi"), None);
+    assert_eq!(herd.stored("A", "planted"), None);
+    // The link is up all along.
+    let mut a = herd.client("A");
+    a.send("IAMAT linked +1-1 1\n");
+    let at = a.line();
+    herd.wait_for("B", "linked", &at);
 }
 
 #[test]

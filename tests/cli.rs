@@ -31,7 +31,16 @@ fn check_prints_the_herd() {
     .unwrap();
     let (code, out, _) = herd(&["check"], &dir.0);
     assert_eq!(code, 0);
-    assert!(out.contains("A            127.0.0.1:1"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("A "))
+        .unwrap_or("");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        words,
+        ["A", "client", "127.0.0.1:1", "bus", "127.0.0.1:10001"],
+        "{out}"
+    );
     assert!(out.contains("A — B"), "{out}");
     assert!(out.contains("places: "), "{out}");
     assert!(
@@ -99,8 +108,8 @@ fn up_runs_every_server_and_sigterm_stops_them_all() {
     std::fs::write(
         dir.0.join("herd.conf"),
         format!(
-            "server A 127.0.0.1:{}\nserver B 127.0.0.1:{}\nserver C 127.0.0.1:{}\nlink A B\nlink B C\n",
-            ports[0], ports[1], ports[2]
+            "server A 127.0.0.1:{} bus 127.0.0.1:{}\nserver B 127.0.0.1:{} bus 127.0.0.1:{}\nserver C 127.0.0.1:{} bus 127.0.0.1:{}\nlink A B\nlink B C\n",
+            ports[0], free_port(), ports[1], free_port(), ports[2], free_port()
         ),
     )
     .unwrap();

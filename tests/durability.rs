@@ -41,7 +41,9 @@ fn config(dir: &Path, a: u16, b: u16) -> std::path::PathBuf {
     std::fs::write(
         &conf,
         format!(
-            "server A 127.0.0.1:{a}\nserver B 127.0.0.1:{b}\nlink A B\nlog-dir logs\nstate-dir state\nplaces offline\n"
+            "server A 127.0.0.1:{a} bus 127.0.0.1:{}\nserver B 127.0.0.1:{b} bus 127.0.0.1:{}\nlink A B\nlog-dir logs\nstate-dir state\nplaces offline\n",
+            free_port(),
+            free_port()
         ),
     )
     .unwrap();
@@ -85,7 +87,11 @@ fn a_damaged_state_file_is_repaired_and_peers_fill_in() {
     let b_state = dir.0.join("state/B.state");
     let records: String = acked
         .iter()
-        .map(|(_, line)| herd::state::record(line))
+        .enumerate()
+        .map(|(i, (_, line))| {
+            let offset = i as u64 + 1;
+            herd::state::record(&herd::state::Record::Update { offset, line })
+        })
         .collect();
     std::fs::write(&b_state, records).unwrap();
 

@@ -39,6 +39,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // HERD_KEEP_TEST_DIRS=1 keeps configs, logs and state of a failed test to read.
+        if std::env::var_os("HERD_KEEP_TEST_DIRS").is_some() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -72,11 +76,18 @@ impl Herd {
         let dir = TempDir::new("herd");
         let listeners: Vec<_> = names
             .iter()
-            .map(|_| server::bind("127.0.0.1:0").expect("bind port 0"))
+            .map(|_| server::Listeners {
+                client: server::bind("127.0.0.1:0").expect("bind port 0"),
+                bus: server::bind("127.0.0.1:0").expect("bind port 0"),
+            })
             .collect();
         let mut text = String::new();
         for (name, l) in names.iter().zip(&listeners) {
-            text += &format!("server {name} {}\n", l.local_addr().unwrap());
+            text += &format!(
+                "server {name} {} bus {}\n",
+                l.client.local_addr().unwrap(),
+                l.bus.local_addr().unwrap()
+            );
         }
         for (a, b) in links {
             text += &format!("link {a} {b}\n");
@@ -104,7 +115,7 @@ impl Herd {
         Herd::start(&CLASSIC_NAMES, &CLASSIC, extra)
     }
 
-    fn run(&mut self, i: usize, listener: async_net::TcpListener) {
+    fn run(&mut self, i: usize, listener: server::Listeners) {
         let (stop, stopped) = async_channel::bounded::<()>(1);
         let config = self.config.clone();
         let name = config.servers[i].name.clone();
@@ -122,9 +133,14 @@ impl Herd {
         self.config.index_of(name).expect("server in herd")
     }
 
-    /// The address of server `name`.
+    /// The client address of server `name`.
     pub fn addr(&self, name: &str) -> String {
         self.config.servers[self.index(name)].addr.clone()
+    }
+
+    /// The bus address of server `name`.
+    pub fn bus(&self, name: &str) -> String {
+        self.config.servers[self.index(name)].bus.clone()
     }
 
     /// Stops server `name`: its listener, connections, links and memory are gone.
@@ -140,8 +156,12 @@ impl Herd {
     pub fn restart(&mut self, name: &str) {
         let i = self.index(name);
         assert!(self.running[i].is_none(), "{name} is running");
-        let listener = server::bind(&self.addr(name)).expect("rebind");
-        self.run(i, listener);
+        let server = &self.config.servers[i];
+        let listeners = server::Listeners {
+            client: server::bind(&server.addr).expect("rebind"),
+            bus: server::bind(&server.bus).expect("rebind bus"),
+        };
+        self.run(i, listeners);
     }
 
     /// A client connected to server `name`.
@@ -196,7 +216,7 @@ impl Herd {
     /// secret `secret`: HELLO, checks the acceptor's proof, AUTH. Returns the connection.
     pub fn link_as(&self, to: &str, name: &str, secret: &[u8]) -> Client {
         use herd::handshake::{nonce, Role, Transcript};
-        let mut peer = self.client(to);
+        let mut peer = Client::connect(&self.bus(to));
         let nonce_d = nonce();
         peer.send(&format!("HERD-HELLO {name} {nonce_d}\n"));
         let welcome = peer.line();
@@ -214,6 +234,10 @@ impl Herd {
             "HERD-AUTH {}\n",
             transcript.proof(secret, Role::Dial)
         ));
+        // The resync: this fake peer holds nothing of `to`'s updates.
+        peer.send("HERD-RESYNC - 0\n");
+        let resync = peer.line();
+        assert!(resync.starts_with("HERD-RESYNC "), "{resync}");
         peer
     }
 }
@@ -498,7 +522,7 @@ pub fn wait_file_contains(path: &Path, needle: &str) -> String {
             return text;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(20),
             "{} never said {needle:?}:\n{text}",
             path.display()
         );

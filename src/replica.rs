@@ -1,0 +1,627 @@
+//! Replication: the client store, the durable log, the update policy (decide, persist,
+//! flood) and each link's catch-up (SPEC §5). The design follows Redis replication:
+//! every update this server accepts gets the next *offset* of its *history*; a
+//! *backlog* keeps the most recent offsets; a link's writer streams from its cursor in
+//! the backlog; a peer that reconnects says how far it got ("partial resync") and gets
+//! only what it missed; when the backlog no longer reaches back that far, the writer
+//! scans the store instead (Serf's push/pull), still sending only updates past the
+//! peer's offset, so the bytes follow the updates missed, not the clients held.
+//!
+//! Offsets are published in order: an update is *decided* (stored, offset assigned)
+//! under the lock, made durable, then *published*; the published offset is the highest
+//! below which nothing is still on its way to disk, and writers never send past it, so
+//! a peer's cursor never skips an update. Each start of a server opens a new epoch of
+//! offsets (the high 32 bits), so an offset a peer holds from before a crash can never
+//! cover an update this server makes after it, even if the crash lost the state file's
+//! tail.
+
+use crate::log::Logger;
+use crate::state::{self, Record, State};
+use crate::store::{Origin, Report, Store};
+use crate::wire::{Cursor, History};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Offsets kept in the backlog, 16 bytes each (16 MiB at most). A peer that was away
+/// for fewer updates than this catches up from the backlog; past it, from a scan of
+/// the store. At 150,000 updates/s this is seven seconds of updates.
+pub const BACKLOG: usize = 1 << 20;
+
+/// Store entries examined per catch-up step of a scan, so the lock is held for about
+/// a millisecond at a time however many clients are held.
+const SCAN_STEP: usize = 32 * 1024;
+
+/// A peer's cursor that arrives with no accepted update is still written to the state
+/// file once it has moved this many offsets, bounding what a restart asks again.
+const CURSOR_PERSIST_EVERY: u64 = 10_000;
+
+/// Offsets a start advances by: one epoch, the high 32 bits.
+const EPOCH: u64 = 1 << 32;
+
+struct Inner {
+    store: Store,
+    /// `(offset, slot, origin)` of recent updates, in offset order.
+    backlog: VecDeque<(u64, u32, Origin)>,
+    /// Every offset above this one is in the backlog.
+    backlog_from: u64,
+    next_offset: u64,
+    /// Offsets decided but not yet published.
+    pending: BTreeSet<u64>,
+    /// What this server holds of each peer's updates, and what of it is on disk.
+    cursors: HashMap<String, (Cursor, u64)>,
+}
+
+impl Inner {
+    fn published(&self) -> u64 {
+        match self.pending.first() {
+            Some(first) => first - 1,
+            None => self.next_offset - 1,
+        }
+    }
+}
+
+/// What one batch of lines decided: accepted updates, and a peer's cursor.
+#[derive(Default)]
+pub struct Batch {
+    accepted: Vec<(u64, Arc<str>)>,
+    cursor: Option<(String, Cursor)>,
+    /// Set once an update is decided, so a batch dropped before its commit finished
+    /// (its task cancelled) still publishes its offsets rather than stall every link.
+    replica: Option<Arc<Mutex<Inner>>>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(inner) = &self.replica {
+            let mut inner = lock(inner);
+            for (offset, _) in &self.accepted {
+                inner.pending.remove(offset);
+            }
+        }
+    }
+}
+
+impl Batch {
+    /// True when there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty() && self.cursor.is_none()
+    }
+}
+
+/// A link writer's position: it has sent every update up to `offset` (or, during a
+/// scan, is sending those up to the scan's target).
+#[derive(Debug, Default)]
+pub struct Feed {
+    offset: u64,
+    /// `(next slot, target offset)` while scanning the store.
+    scan: Option<(usize, u64)>,
+}
+
+impl Feed {
+    /// A feed from `offset` on (see `Replica::start_offset`).
+    pub fn from(offset: u64) -> Feed {
+        Feed { offset, scan: None }
+    }
+
+    /// Everything up to here has been handed out.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+/// One server's replica of the herd's locations.
+pub struct Replica {
+    name: String,
+    history: History,
+    inner: Arc<Mutex<Inner>>,
+    /// One wake-up channel per link, installed while its writer runs; and whether the
+    /// links are closed (the server is stopping).
+    wakers: Mutex<(Vec<Option<async_channel::Sender<()>>>, bool)>,
+    disk: Option<Disk>,
+    log: Logger,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the data consistent (decisions are single inserts
+    // or replacements), so a poisoned lock still holds valid data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Replica {
+    /// A replica for server `name` with `links` links; with a state dir, loaded from
+    /// its state file and kept durable there (synced every `fsync`, if given). Only an
+    /// unreadable or unwritable state file is an error.
+    pub fn open(
+        name: &str,
+        links: usize,
+        state_dir: Option<&Path>,
+        fsync: Option<Duration>,
+        log: &Logger,
+    ) -> Result<Replica, String> {
+        let mut inner = Inner {
+            store: Store::new(),
+            backlog: VecDeque::new(),
+            backlog_from: 0,
+            next_offset: EPOCH,
+            pending: BTreeSet::new(),
+            cursors: HashMap::new(),
+        };
+        let mut history = None;
+        let mut state = None;
+        if let Some(dir) = state_dir {
+            let (file, bytes, damage) = State::open(dir, name)
+                .map_err(|e| format!("cannot open the state file in {}: {e}", dir.display()))?;
+            let mut max_offset = 0;
+            let mut records = 0usize;
+            let mut bad_lines = 0usize;
+            inner.store.reserve(bytes.len() / 128);
+            state::parse(&bytes[..damage.valid], |record| match record {
+                Record::Update { offset, line } => {
+                    records += 1;
+                    let offset = offset.max(1);
+                    max_offset = max_offset.max(offset);
+                    match Report::from_line(line) {
+                        Some(report) => {
+                            inner.store.update(report, offset, 0);
+                        }
+                        None => bad_lines += 1,
+                    }
+                }
+                Record::History(h) => history = Some(h),
+                Record::Cursor { peer, cursor } => {
+                    inner
+                        .cursors
+                        .insert(peer.to_string(), (cursor, cursor.offset));
+                }
+            });
+            report_damage(name, log, &damage, bad_lines);
+            inner.next_offset = (max_offset / EPOCH + 1) * EPOCH;
+            log.event(
+                "state-loaded",
+                "-",
+                &format!("{records} records, {} clients", inner.store.len()),
+            );
+            state = Some(file);
+        }
+        inner.backlog_from = inner.next_offset - 1;
+        let history = history.unwrap_or_else(|| History(random_u64()));
+        let inner = Arc::new(Mutex::new(inner));
+        let disk = match state {
+            Some(mut file) => {
+                let mut header = Vec::new();
+                state::write_record(&mut header, &Record::History(history));
+                file.append(&header)
+                    .map_err(|e| format!("cannot write the state file: {e}"))?;
+                Some(Disk::start(name, file, history, inner.clone(), fsync, log))
+            }
+            None => None,
+        };
+        Ok(Replica {
+            name: name.to_string(),
+            history,
+            inner,
+            wakers: Mutex::new((vec![None; links], false)),
+            disk,
+            log: log.clone(),
+        })
+    }
+
+    /// This server's history.
+    pub fn history(&self) -> History {
+        self.history
+    }
+
+    /// The stored AT line for `client`.
+    pub fn get(&self, client: &str) -> Option<Arc<str>> {
+        lock(&self.inner).store.get(client)
+    }
+
+    /// How many clients are held.
+    pub fn len(&self) -> usize {
+        lock(&self.inner).store.len()
+    }
+
+    /// True when no client is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stores `report` if it is newer than what is held, giving it the next offset;
+    /// true if it was. The update is published when the batch is committed.
+    pub fn decide(&self, report: Report, from: Origin, batch: &mut Batch) -> bool {
+        let mut inner = lock(&self.inner);
+        let offset = inner.next_offset;
+        let line = report.line.clone();
+        let Some(slot) = inner.store.update(report, offset, from) else {
+            return false;
+        };
+        inner.next_offset += 1;
+        inner.pending.insert(offset);
+        inner.backlog.push_back((offset, slot, from));
+        if inner.backlog.len() > BACKLOG {
+            if let Some((dropped, _, _)) = inner.backlog.pop_front() {
+                inner.backlog_from = dropped;
+            }
+        }
+        drop(inner);
+        batch.accepted.push((offset, line));
+        if batch.replica.is_none() {
+            batch.replica = Some(self.inner.clone());
+        }
+        true
+    }
+
+    /// Notes that the batch brings everything of `peer`'s history up to `cursor`.
+    pub fn note_cursor(&self, peer: &str, cursor: Cursor, batch: &mut Batch) {
+        batch.cursor = Some((peer.to_string(), cursor));
+    }
+
+    /// What this server holds of `peer`'s updates, for the `HERD-RESYNC` it sends.
+    pub fn cursor_of(&self, peer: &str) -> Option<Cursor> {
+        lock(&self.inner).cursors.get(peer).map(|(c, _)| *c)
+    }
+
+    /// Where a link's writer starts, given what the peer says it holds of this
+    /// server's updates: past that offset if it is of this history and not beyond what
+    /// was published, else from the beginning (the peer gets everything).
+    pub fn start_offset(&self, theirs: Option<Cursor>) -> u64 {
+        match theirs {
+            Some(c) if c.history == self.history && c.offset <= lock(&self.inner).published() => {
+                c.offset
+            }
+            _ => 0,
+        }
+    }
+
+    /// Makes the batch's updates durable (with a state dir), then publishes them and
+    /// wakes every link's writer; empties the batch. Clients are answered after this.
+    pub async fn commit(&self, batch: &mut Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut cursor_record = None;
+        if let Some((peer, cursor)) = &batch.cursor {
+            let inner = lock(&self.inner);
+            let on_disk = inner.cursors.get(peer).map(|(c, d)| (c.history, *d));
+            let moved = match on_disk {
+                Some((h, d)) if h == cursor.history => cursor.offset.saturating_sub(d),
+                _ => u64::MAX,
+            };
+            if !batch.accepted.is_empty() || moved >= CURSOR_PERSIST_EVERY {
+                cursor_record = Some((peer.clone(), *cursor));
+            }
+        }
+        if let Some(disk) = &self.disk {
+            if !batch.accepted.is_empty() || cursor_record.is_some() {
+                let mut bytes = Vec::with_capacity(batch.accepted.len() * 128 + 64);
+                for (offset, line) in &batch.accepted {
+                    let record = Record::Update {
+                        offset: *offset,
+                        line,
+                    };
+                    state::write_record(&mut bytes, &record);
+                }
+                if let Some((peer, cursor)) = &cursor_record {
+                    let (peer, cursor) = (peer.as_str(), *cursor);
+                    state::write_record(&mut bytes, &Record::Cursor { peer, cursor });
+                }
+                disk.append(bytes, &self.log, &self.name).await;
+            }
+        }
+        self.publish(batch, cursor_record.is_some() || self.disk.is_none());
+    }
+
+    fn publish(&self, batch: &mut Batch, cursor_durable: bool) {
+        {
+            let mut inner = lock(&self.inner);
+            for (offset, _) in batch.accepted.drain(..) {
+                inner.pending.remove(&offset);
+            }
+            if let Some((peer, cursor)) = batch.cursor.take() {
+                let on_disk = match inner.cursors.get(&peer) {
+                    _ if cursor_durable => cursor.offset,
+                    Some((old, d)) if old.history == cursor.history => *d,
+                    _ => 0,
+                };
+                inner.cursors.insert(peer, (cursor, on_disk));
+            }
+        }
+        for tx in lock(&self.wakers).0.iter().flatten() {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// The wake-up channel for link `link`'s writer: it gets a message when updates
+    /// are published, and closes when the server stops (`close_links`) or the link is
+    /// replaced. Capacity one: a wake-up pending is as good as many.
+    pub fn subscribe(&self, link: usize) -> async_channel::Receiver<()> {
+        let (tx, rx) = async_channel::bounded(1);
+        let _ = tx.try_send(());
+        let mut wakers = lock(&self.wakers);
+        if wakers.1 {
+            // Stopping: the writer sends what is published and ends.
+            tx.close();
+        }
+        if let Some(old) = wakers.0.get_mut(link).and_then(|w| w.replace(tx)) {
+            old.close();
+        }
+        rx
+    }
+
+    /// Closes every writer's wake-up channel, now and for links that come up later:
+    /// each writer sends what is published, then ends.
+    pub fn close_links(&self) {
+        let mut wakers = lock(&self.wakers);
+        wakers.1 = true;
+        for tx in wakers.0.iter().flatten() {
+            tx.close();
+        }
+    }
+
+    /// The next updates for a link's writer: lines past `feed`, published, not from
+    /// `skip`, up to about `budget` bytes; advances `feed`. Returns the lines and
+    /// whether more is waiting.
+    pub fn catch_up(&self, feed: &mut Feed, skip: Origin, budget: usize) -> (Vec<Arc<str>>, bool) {
+        let inner = lock(&self.inner);
+        let published = inner.published();
+        let mut lines = Vec::new();
+        let mut bytes = 0;
+        if feed.scan.is_none() && feed.offset < published && feed.offset < inner.backlog_from {
+            // The backlog no longer reaches back to the peer's offset: scan the store.
+            feed.scan = Some((0, published));
+        }
+        if let Some((next, target)) = feed.scan {
+            let entries = inner.store.entries_from(next);
+            let mut examined = 0;
+            for e in entries.iter().take(SCAN_STEP) {
+                examined += 1;
+                if e.seq > feed.offset && e.seq <= target && e.from != skip {
+                    bytes += e.line.len() + 1;
+                    lines.push(e.line.clone());
+                    if bytes >= budget {
+                        break;
+                    }
+                }
+            }
+            if next + examined >= inner.store.len() {
+                feed.offset = target;
+                feed.scan = None;
+            } else {
+                feed.scan = Some((next + examined, target));
+            }
+        } else if feed.offset < published {
+            let start = inner.backlog.partition_point(|e| e.0 <= feed.offset);
+            let mut reached = published;
+            for &(offset, slot, from) in inner.backlog.range(start..) {
+                if offset > published {
+                    break;
+                }
+                let entry = inner.store.entry(slot);
+                // A superseded update is skipped: its successor has its own offset.
+                if from != skip && entry.seq == offset {
+                    bytes += entry.line.len() + 1;
+                    lines.push(entry.line.clone());
+                    if bytes >= budget {
+                        reached = offset;
+                        break;
+                    }
+                }
+            }
+            feed.offset = reached;
+        }
+        let more = feed.scan.is_some() || feed.offset < inner.published();
+        (lines, more)
+    }
+
+    /// Writes what is queued for the state file and syncs it; the replica is read-only
+    /// afterwards.
+    pub fn close(&self) {
+        if let Some(disk) = &self.disk {
+            disk.close();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn report_damage(name: &str, log: &Logger, damage: &state::Damage, bad_lines: usize) {
+    let mut problems = Vec::new();
+    if damage.torn > 0 {
+        problems.push(format!(
+            "cut a torn last record of {} bytes from the state file",
+            damage.torn
+        ));
+    }
+    if damage.dropped + bad_lines > 0 {
+        let at = damage
+            .first_dropped_at
+            .map(|p| format!(" (the first at byte {p})"))
+            .unwrap_or_default();
+        problems.push(format!(
+            "dropped {} damaged records{at}",
+            damage.dropped + bad_lines
+        ));
+    }
+    if !problems.is_empty() {
+        let text = format!("{}; peers fill in the rest", problems.join("; "));
+        log.event("state-repair", "-", &text);
+        eprintln!("herd {name}: {text}");
+    }
+}
+
+/// A random 64-bit number from the OS (time and address as a fallback).
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        return t ^ (&bytes as *const _ as u64).rotate_left(32);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// A job for the disk thread: records to append, and who to tell when they are written.
+struct Job {
+    bytes: Vec<u8>,
+    done: async_channel::Sender<std::io::Result<()>>,
+}
+
+/// The disk thread: owns the state file, appends, compacts and syncs it, so no disk
+/// work runs on the async executor and no fsync waits under a lock.
+struct Disk {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    failing: AtomicBool,
+}
+
+impl Disk {
+    fn start(
+        name: &str,
+        mut file: State,
+        history: History,
+        inner: Arc<Mutex<Inner>>,
+        fsync: Option<Duration>,
+        log: &Logger,
+    ) -> Disk {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let log = log.clone();
+        let name = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name("herd-disk".into())
+            .spawn(move || loop {
+                let job = match fsync {
+                    Some(every) => rx.recv_timeout(every),
+                    None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                };
+                match job {
+                    Ok(job) => {
+                        let mut result = file.append(&job.bytes);
+                        if result.is_ok() && file.wants_compaction() {
+                            result = file.compact(&snapshot(history, &inner));
+                            if result.is_ok() {
+                                log.event(
+                                    "state-compacted",
+                                    "-",
+                                    &format!("{} bytes", file.size()),
+                                );
+                            }
+                        }
+                        let _ = job.done.try_send(result);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = file.sync() {
+                            log.event(
+                                "state-error",
+                                "-",
+                                &format!("cannot sync the state file: {e}"),
+                            );
+                            eprintln!("herd {name}: cannot sync the state file: {e}");
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        if let Err(e) = file.sync() {
+                            log.event(
+                                "state-error",
+                                "-",
+                                &format!("cannot sync the state file: {e}"),
+                            );
+                        }
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Disk {
+            jobs: Mutex::new(Some(jobs)),
+            thread: Mutex::new(thread),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Appends `bytes` and waits until they are written; a failure is logged each time
+    /// and said on stderr once per run of failures, and the server goes on.
+    async fn append(&self, bytes: Vec<u8>, log: &Logger, name: &str) {
+        let (done, written) = async_channel::bounded(1);
+        let sent = lock(&self.jobs)
+            .as_ref()
+            .map(|jobs| jobs.send(Job { bytes, done }).is_ok());
+        let result = match sent {
+            Some(true) => written
+                .recv()
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the disk thread stopped"))),
+            _ => Err(std::io::Error::other("the state file is closed")),
+        };
+        match result {
+            Ok(()) => self.failing.store(false, Ordering::Relaxed),
+            Err(e) => {
+                log.event(
+                    "state-error",
+                    "-",
+                    &format!("cannot write the state file: {e}"),
+                );
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    eprintln!("herd {name}: cannot write the state file: {e}");
+                }
+            }
+        }
+    }
+
+    fn close(&self) {
+        drop(lock(&self.jobs).take());
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The whole state as records: the history, every client's update, every cursor. The
+/// lines are copied out under the lock and formatted after it is released.
+fn snapshot(history: History, inner: &Mutex<Inner>) -> Vec<u8> {
+    let (updates, cursors): (Vec<(u64, Arc<str>)>, Vec<_>) = {
+        let inner = lock(inner);
+        (
+            inner
+                .store
+                .entries_from(0)
+                .iter()
+                .map(|e| (e.seq, e.line.clone()))
+                .collect(),
+            inner
+                .cursors
+                .iter()
+                .map(|(p, (c, _))| (p.clone(), *c))
+                .collect(),
+        )
+    };
+    let mut out = Vec::with_capacity(updates.len() * 128);
+    state::write_record(&mut out, &Record::History(history));
+    for (offset, line) in &updates {
+        state::write_record(
+            &mut out,
+            &Record::Update {
+                offset: *offset,
+                line,
+            },
+        );
+    }
+    for (peer, cursor) in &cursors {
+        state::write_record(
+            &mut out,
+            &Record::Cursor {
+                peer,
+                cursor: *cursor,
+            },
+        );
+    }
+    out
+}

@@ -1,0 +1,53 @@
+//! Stopping in order (STYLE: shutdown by closing channels): every long-lived task holds
+//! an [`Alive`] token; the server closes one channel to say "stop" and waits until every
+//! token is dropped. And [`timeout`], the one way herd bounds a network wait.
+
+use futures_lite::{future, Future};
+use smol::Timer;
+use std::time::Duration;
+
+/// Handed to every task the server starts: `shutdown` closes when the server stops,
+/// and the server waits until every clone's `_done` sender is dropped.
+#[derive(Clone)]
+pub(crate) struct Alive {
+    shutdown: async_channel::Receiver<()>,
+    _done: async_channel::Sender<()>,
+}
+
+impl Alive {
+    /// A token tied to `shutdown`, and the receiver that closes once every clone of the
+    /// token is dropped.
+    pub(crate) fn new(
+        shutdown: &async_channel::Receiver<()>,
+    ) -> (Alive, async_channel::Receiver<()>) {
+        let (done_tx, done) = async_channel::bounded::<()>(1);
+        let alive = Alive {
+            shutdown: shutdown.clone(),
+            _done: done_tx,
+        };
+        (alive, done)
+    }
+
+    /// True once the server is stopping.
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.is_closed()
+    }
+
+    /// Runs `fut` unless the server stops first; `None` if it did.
+    pub(crate) async fn unless_stopped<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        future::or(async { Some(fut.await) }, async {
+            let _ = self.shutdown.recv().await;
+            None
+        })
+        .await
+    }
+}
+
+/// Runs `fut`, giving up after `limit`.
+pub(crate) async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        Timer::after(limit).await;
+        None
+    })
+    .await
+}
