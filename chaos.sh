@@ -179,7 +179,7 @@ if [ "$MODE" = netns ] && command -v tc >/dev/null && netem_works; then NETEM=ye
 
 # --- the herd's network ---------------------------------------------------------------
 lower() { echo "$1" | tr '[:upper:]' '[:lower:]'; }
-declare -A HOSTIP LANIP LANMAC
+declare -A HOSTIP LANIP LANMAC BUS
 # A host: its namespace, its address on lo, its LAN port on the bridge.
 make_host() {
   local n=$1 l; l=$(lower "$1")
@@ -241,17 +241,21 @@ if [ "$MODE" = netns ]; then
 else
   read -r -a PORTS <<<"$(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(5)]
+ss = [socket.socket() for _ in range(10)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')"
   i=0
-  for n in "${NAMES[@]}"; do ADDR[$n]="127.0.0.1:${PORTS[$i]}"; i=$((i + 1)); done
+  for n in "${NAMES[@]}"; do
+    ADDR[$n]="127.0.0.1:${PORTS[$i]}"
+    BUS[$n]="bus 127.0.0.1:${PORTS[$((i + 5))]}"
+    i=$((i + 1))
+  done
   IN_LAN=()
 fi
 
 {
   echo "# chaos.sh mode=$MODE seed=$SEED"
-  for n in "${NAMES[@]}"; do printf 'server %-9s %s\n' "$n" "${ADDR[$n]}"; done
+  for n in "${NAMES[@]}"; do printf 'server %-9s %s %s\n' "$n" "${ADDR[$n]}" "${BUS[$n]:-}"; done
   for link in "${LINKS[@]}"; do echo "link $link"; done
   echo "places offline"
   echo "log-dir logs"
