@@ -262,3 +262,56 @@ fn a_stopping_server_answers_what_it_has_read_and_drains_its_peer_queues() {
     assert!(c.closed_within(Duration::from_secs(2)));
     herd.wait_for("B", "last", &last);
 }
+
+/// Client IDs as long as a line allows (issue 8's case, 8172 bytes, and the lengths
+/// around MAX_LINE): acknowledged, flooded to every server of the classic herd, stored
+/// in each state file and loaded back; one byte past the bound is refused with `?`.
+#[test]
+fn the_longest_acknowledged_lines_flood_everywhere_and_survive_a_restart() {
+    use herd::lines::MAX_LINE;
+    let mut herd = Herd::classic("state-dir state\n");
+    let iamat = |len: usize, tag: &str| {
+        let tail = format!(" +0+0 {}", tag.len());
+        let client = format!(
+            "{tag}{}",
+            "z".repeat(len - "IAMAT ".len() - tag.len() - tail.len())
+        );
+        (format!("IAMAT {client}{tail}"), client)
+    };
+    let mut acked = Vec::new();
+    // 8172 bytes with its newline (issue 8), and the two longest lines that fit.
+    for (len, tag) in [(8171, "a"), (MAX_LINE - 2, "bb"), (MAX_LINE - 1, "ccc")] {
+        let (line, client) = iamat(len, tag);
+        assert_eq!(line.len(), len);
+        let mut c = herd.client("Riley");
+        c.send(&format!("{line}\n"));
+        let at = c.line();
+        assert!(
+            at.starts_with("AT Riley ") && at.ends_with(&format!("{client} +0+0 {}", tag.len()))
+        );
+        acked.push((client, at));
+    }
+    for name in CLASSIC_NAMES {
+        for (client, at) in &acked {
+            herd.wait_for(name, client, at);
+        }
+    }
+    // One byte more is past the bound: `?` and the line's first MAX_LINE bytes.
+    let (line, client) = iamat(MAX_LINE, "dddd");
+    let mut c = herd.client("Riley");
+    c.send(&format!("{line}\n"));
+    assert_eq!(c.line(), format!("? {}", &line[..MAX_LINE]));
+    assert_eq!(herd.stored("Riley", &client), None);
+    // Campbell, restarted alone with its neighbours down, has them from its state file.
+    for name in ["Bernard", "Juzang", "Campbell"] {
+        herd.kill(name);
+    }
+    herd.restart("Campbell");
+    for (client, at) in &acked {
+        assert_eq!(
+            herd.stored("Campbell", client).as_deref(),
+            Some(at.as_str())
+        );
+    }
+    assert!(!herd.log("Campbell").contains("state-repair"));
+}

@@ -698,3 +698,49 @@ fn state_checksums_are_read_by_value() {
         assert_eq!(damage.dropped == 1, !kept, "{variant:?}");
     }
 }
+
+/// A location and a time of any valid shape, and a client ID that fills the rest of an
+/// IAMAT line up to `MAX_LINE` (terminator included) when `fill` is 1.0.
+fn longest_iamat() -> impl Strategy<Value = String> {
+    (
+        (-89i64..=89, 0u32..1_000_000, -179i64..=179, 0u32..1_000_000),
+        prop_oneof![Just("0".to_string()), "[0-9]{1,19}(\\.[0-9]{1,9})?"],
+        0.9f64..=1.0,
+        prop_oneof![Just(" "), Just("\t"), Just(" \x0b ")],
+    )
+        .prop_map(|((la, lf, lo, of), time, fill, sep)| {
+            let location = format!("{la:+}.{lf:06}{lo:+}.{of:06}");
+            let room = herd::lines::MAX_LINE
+                - 1
+                - "IAMAT".len()
+                - 3 * sep.len()
+                - location.len()
+                - time.len();
+            let client = "z".repeat(((room as f64) * fill) as usize);
+            format!("IAMAT{sep}{client}{sep}{location}{sep}{time}")
+        })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Every AT line a server can form from an IAMAT within `MAX_LINE` — whatever its
+    /// name (up to `MAX_NAME` bytes), clock and the client's time — is one a peer
+    /// accepts: it parses as an update and fits `MAX_PEER_LINE` (SPEC §5: what one
+    /// server acknowledges, its peers accept).
+    #[test]
+    fn every_line_a_server_can_send_a_peer_accepts(
+        iamat in longest_iamat(),
+        name in "[A-Za-z0-9._-]{1,64}",
+        now in -MAX_DIFF..MAX_DIFF,
+    ) {
+        prop_assert!(iamat.len() < herd::lines::MAX_LINE, "{}", iamat.len());
+        let cmd = parsed(&iamat);
+        let at = format_at(&name, now, &cmd);
+        prop_assert!(at.len() <= protocol::MAX_AT_LINE, "{} > {}", at.len(), protocol::MAX_AT_LINE);
+        prop_assert!(at.len() < herd::peer::MAX_PEER_LINE);
+        let report = Report::from_line(&at);
+        prop_assert!(report.is_some(), "a peer refuses {}", &at[..at.len().min(200)]);
+        prop_assert_eq!(report.map(|r| r.client().len()), Some(cmd.client.len()));
+    }
+}
