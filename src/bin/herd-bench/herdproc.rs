@@ -153,28 +153,37 @@ pub fn remove_state(dir: &Path, name: &str) -> io::Result<usize> {
     Ok(removed)
 }
 
-/// Bytes process `pid` has received on its open TCP connections other than those on
-/// its client port (its peer links), as `ss -tinp` reports them; `None` when `ss` is
-/// missing or says nothing.
-pub fn link_bytes_received(pid: u32, client_port: u16) -> Option<u64> {
+/// Bytes process `pid` has received on its open TCP connections, except those to this
+/// benchmark process (its clients): its peer links (and places requests, if any), as
+/// `ss -tinp` reports them; `None` when `ss` is missing or shows no such connection.
+pub fn link_bytes_received(pid: u32) -> Option<u64> {
     let out = Command::new("ss")
         .args(["-tinpH", "state", "established"])
         .stderr(Stdio::null())
         .output()
         .ok()?;
-    parse_ss(&String::from_utf8_lossy(&out.stdout), pid, client_port)
+    parse_ss(
+        &String::from_utf8_lossy(&out.stdout),
+        pid,
+        std::process::id(),
+    )
 }
 
-/// Sums `bytes_received` over the sockets of `pid` whose local port is not
-/// `client_port`, in `ss -tinpH` output: a socket line, then its indented info line.
-fn parse_ss(text: &str, pid: u32, client_port: u16) -> Option<u64> {
-    let owner = format!("pid={pid},");
-    let client = format!(":{client_port}");
+/// Sums `bytes_received` over the sockets of `pid` whose peer is not a socket of
+/// `client_pid`, in `ss -tinpH` output: a socket line (`Recv-Q Send-Q Local Peer
+/// users:((...,pid=P,...))`), then its indented info line.
+fn parse_ss(text: &str, pid: u32, client_pid: u32) -> Option<u64> {
+    let owned_by = |line: &str, p: u32| line.contains(&format!("pid={p},"));
+    let column = |line: &'_ str, i: usize| line.split_whitespace().nth(i).unwrap_or("").to_string();
+    let clients: std::collections::HashSet<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(char::is_whitespace) && owned_by(l, client_pid))
+        .map(|l| column(l, 2))
+        .collect();
     let (mut total, mut counting, mut any) = (0u64, false, false);
     for line in text.lines() {
         if !line.starts_with(char::is_whitespace) {
-            let local = line.split_whitespace().nth(2).unwrap_or("");
-            counting = line.contains(&owner) && !local.ends_with(&client);
+            counting = owned_by(line, pid) && !clients.contains(&column(line, 3));
             any |= counting;
         } else if counting {
             total += line
@@ -220,15 +229,18 @@ mod tests {
 
     #[test]
     fn sums_link_bytes_of_one_process() {
+        // pid 7 is the server, 9 the benchmark (its client on 127.0.0.1:5000), 77 a peer.
         let text = "0 0 127.0.0.1:12105 127.0.0.1:5000 users:((\"herd\",pid=7,fd=5))\n\
                     \t bbr bytes_sent:9 bytes_received:1000 segs_out:1\n\
+                    0 0 127.0.0.1:5000 127.0.0.1:12105 users:((\"herd-bench\",pid=9,fd=3))\n\
+                    \t bbr bytes_received:9\n\
                     0 0 127.0.0.1:40000 127.0.0.1:22103 users:((\"herd\",pid=7,fd=6))\n\
                     \t bbr bytes_received:250 segs_out:1\n\
-                    0 0 127.0.0.1:22105 127.0.0.1:40001 users:((\"herd\",pid=7,fd=7))\n\
+                    0 0 127.0.0.1:12105 127.0.0.1:40001 users:((\"herd\",pid=7,fd=7))\n\
                     \t bbr bytes_received:50\n\
-                    0 0 127.0.0.1:40002 127.0.0.1:22105 users:((\"herd\",pid=77,fd=7))\n\
+                    0 0 127.0.0.1:40001 127.0.0.1:12105 users:((\"herd\",pid=77,fd=7))\n\
                     \t bbr bytes_received:5000\n";
-        assert_eq!(parse_ss(text, 7, 12105), Some(300));
-        assert_eq!(parse_ss(text, 8, 12105), None);
+        assert_eq!(parse_ss(text, 7, 9), Some(300));
+        assert_eq!(parse_ss(text, 8, 9), None);
     }
 }

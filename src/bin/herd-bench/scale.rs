@@ -9,9 +9,11 @@
 //!   sample of the clients (a WHATSAT for each answers with the AT line, not `?`);
 //! - (b) `--to` killed, `--sample` new clients reported to `--from` (and held by every
 //!   other server), `--to` started on its own state: until it holds the new clients;
-//!   with the bytes it received on its links meanwhile, from `ss`;
 //! - (c) `--from` killed and started on its N-record state: until it first answers at
 //!   all, until it answers WHATSAT for one client it held, and for the whole sample.
+//!
+//! Each restart also reports the bytes the restarted server had received on its links
+//! (its open connections to anything but this benchmark) when it held the clients.
 
 use crate::herdproc::{self, Herd};
 use crate::procfs;
@@ -328,8 +330,7 @@ impl Run<'_> {
     ) -> io::Result<()> {
         let hold = self.hold(&mut conn, clients, spawned).await?;
         let pid = self.pid_of(name)?;
-        let port = procfs::port_of(&self.addr_of(name)).unwrap_or(0);
-        let bytes = herdproc::link_bytes_received(pid, port);
+        let bytes = herdproc::link_bytes_received(pid);
         println!(
             "scale ({tag}): {name} answered {:.0} ms after it was started, held all {} clients after {} ms; {} bytes received on its links",
             first.as_secs_f64() * 1000.0,

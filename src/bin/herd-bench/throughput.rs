@@ -389,6 +389,13 @@ pub async fn converge(
 ) -> io::Result<Result<Duration, usize>> {
     let give_up = Instant::now() + limit;
     let mut pending: Vec<&(String, String)> = clients.iter().collect();
+    // A server still catching up may be slow to answer: each round may take what is left
+    // of `limit` (and at least REPLY_TIMEOUT, so a short limit still gets whole replies).
+    let round_limit = || {
+        give_up
+            .saturating_duration_since(Instant::now())
+            .max(REPLY_TIMEOUT)
+    };
     while !pending.is_empty() {
         if Instant::now() >= give_up {
             return Ok(Err(pending.len()));
@@ -397,17 +404,19 @@ pub async fn converge(
         for (client, _) in &pending {
             out.extend_from_slice(format!("WHATSAT {client} 1 1\n").as_bytes());
         }
-        wire::timeout(REPLY_TIMEOUT, "WHATSAT", conn.send(&out)).await?;
-        let mut behind = Vec::new();
-        for entry in pending {
-            let reply = wire::timeout(REPLY_TIMEOUT, "WHATSAT reply", conn.reply()).await?;
-            let current = matches!(&reply, Reply::At { line, .. }
-                if line.strip_suffix(entry.1.as_str()).is_some_and(|l| l.ends_with(' ')));
-            if !current {
-                behind.push(entry);
+        let round = wire::timeout(round_limit(), "WHATSAT round", async {
+            conn.send(&out).await?;
+            let mut behind = Vec::new();
+            for entry in pending {
+                let current = matches!(&conn.reply().await?, Reply::At { line, .. }
+                    if line.strip_suffix(entry.1.as_str()).is_some_and(|l| l.ends_with(' ')));
+                if !current {
+                    behind.push(entry);
+                }
             }
-        }
-        pending = behind;
+            Ok(behind)
+        });
+        pending = round.await?;
         if !pending.is_empty() {
             Timer::after(gap).await;
         }
