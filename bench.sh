@@ -303,9 +303,13 @@ if want conns; then
     done
 fi
 
-# --- 2. the main herd ---------------------------------------------------------------
-start_herd
-HERD_PIDS=$(for name in "${NAMES[@]}"; do printf '%s,' "${PID[$name]}"; done)
+# --- 2. the main herd (only if a section needs it) ------------------------------------
+MAIN=0
+for section in idle latency propagate throughput whatsat; do want "$section" && MAIN=1; done
+if [ "$MAIN" = 1 ]; then
+    start_herd
+    HERD_PIDS=$(for name in "${NAMES[@]}"; do printf '%s,' "${PID[$name]}"; done)
+fi
 idle_cpu() {  # idle_cpu TAG: CPU ticks and wakeups per server over IDLE_SECS
     local name t0=() w0=() i=0 line="mode=idle secs=$IDLE_SECS" total=0 wtotal=0
     for name in "${NAMES[@]}"; do t0+=("$(cpu_ticks "${PID[$name]}")"); w0+=("$(wakeups "${PID[$name]}")"); done
@@ -373,7 +377,7 @@ if want idle; then
     settle
     idle_cpu idle-after
 fi
-stop_herd
+[ "$MAIN" = 0 ] || stop_herd
 
 # --- 3. out of descriptors ------------------------------------------------------------
 if want exhaust || want latency; then
