@@ -2,11 +2,17 @@
 # bench.sh: reproduce BENCHMARKS.md. Builds the release binaries, starts the classic
 # five-server herd from a temporary config on free loopback ports (never the ports of
 # ./herd.conf), with a local stand-in places service, runs every herd-bench mode RUNS
-# times, and prints a table of medians beside the issue #4 targets.
+# times, and prints a table of medians beside the targets of issues #4, #9 and #10.
+# Latency figures come with their ratio to a do-nothing reference server
+# (`herd-bench reference`) measured in the same run; `scale` runs its own herd with
+# state-dir on, loads SCALE_N clients and times three crash restarts.
 #
 #   ./bench.sh                      RUNS=3 SECS=5, everything
 #   RUNS=5 SECS=10 ./bench.sh       more and longer runs
 #   SKIP_BUILD=1 SKIP_SIZE=1 ./bench.sh   reuse target/release, skip the size build
+#   SCALE_N=100000 SCALE_RUNS=1 ./bench.sh  a smaller, single scale run
+#   ONLY="latency scale" ./bench.sh        only some sections (conns latency propagate
+#                                           throughput whatsat idle exhaust memory scale size)
 #
 # Every wait below is a bounded loop; every process started here is stopped on exit.
 # The herd logs every line, so a full run writes a few GB of logs under TMPDIR (removed
@@ -16,12 +22,15 @@ cd "$(dirname "$0")"
 
 RUNS=${RUNS:-3}
 SECS=${SECS:-5}
-CONNS=${CONNS:-10000}          # idle connections for the `conns` figure
+CONNS=${CONNS:-19000}          # idle connections for the `conns` figure
 LAT_N=${LAT_N:-20000}          # ping-pong samples per run
 PROP_N=${PROP_N:-2000}         # propagation samples per run
 TP_CONNS=${TP_CONNS:-64}       # throughput connections
 TP_WINDOW=${TP_WINDOW:-16}     # throughput requests in flight per connection
 WS_CONNS=${WS_CONNS:-32}       # WHATSAT connections
+SCALE_N=${SCALE_N:-1000000}    # clients loaded by `scale`
+SCALE_RUNS=${SCALE_RUNS:-$RUNS}  # `scale` runs (each loads SCALE_N clients afresh)
+ONLY=${ONLY:-}                 # sections to run (space-separated); empty: all
 EXHAUST_NOFILE=256             # ulimit -n of the server that runs out of descriptors
 IDLE_SECS=5                    # how long idle CPU is watched
 # The stand-in ignores the key; the herd scrubs it from its logs, so it must not be a
@@ -61,6 +70,12 @@ cleanup() {
     for pid in "${PID[@]}"; do
         grep -qF "$TMP" "/proc/$pid/cmdline" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
     done
+    # Servers of a killed `herd-bench scale`: only processes running our scale config.
+    for cmdline in /proc/[0-9]*/cmdline; do
+        grep -qF "$TMP/scale.conf" "$cmdline" 2>/dev/null || continue
+        pid=${cmdline#/proc/}; pid=${pid%/cmdline}
+        kill -KILL "$pid" 2>/dev/null || true
+    done
     if [ -s "$RAW" ]; then mkdir -p "$KEEP" && cp "$RAW" "$KEEP/last-run.txt"; fi
     rm -rf "$TMP"
 }
@@ -80,25 +95,37 @@ ulimit -n "$HARD" 2>/dev/null || true
 [ "$(ulimit -n)" -ge $((CONNS + 256)) ] ||
     log "warning: ulimit -n is $(ulimit -n); $CONNS connections need more (lower CONNS or raise ulimit -Hn)"
 
-# --- free ports: 7 in a row (5 servers, stand-in, exhaustion server) --------------
+# --- free ports: 9 in a row (5 servers, stand-in, exhaustion server, reference,
+#     zero-config server), each with PORT + 10000 free too: a server's default bus
+#     port (SPEC §3). Client ports stay below 22768 so that no bus port falls in the
+#     kernel's ephemeral range (32768 up), where a client connection could hold it.
 port_busy() { ss -Htan "( sport = :$1 )" 2>/dev/null | grep -q .; }
+NPORTS=9
 BASE=
-for base in $(seq 22100 10 22990); do
+for base in $(seq 12100 10 22750); do
     ok=1
-    for i in 1 2 3 4 5 6 7; do port_busy $((base + i)) && { ok=0; break; }; done
+    for i in $(seq "$NPORTS"); do
+        { port_busy $((base + i)) || port_busy $((base + i + 10000)); } && { ok=0; break; }
+    done
     [ "$ok" = 1 ] && { BASE=$base; break; }
 done
-[ -n "$BASE" ] || { log "no 7 free ports between 22101 and 22997"; exit 1; }
-port() { echo $((BASE + $1)); }   # 1..5 servers, 6 stand-in, 7 exhaustion server
+[ -n "$BASE" ] || { log "no $NPORTS free ports (and their bus ports) between 12101 and 22759"; exit 1; }
+port() { echo $((BASE + $1)); }   # 1..5 servers, 6 stand-in, 7 exhaustion, 8 reference, 9 zero-config
 addr() { echo "127.0.0.1:$(port "$1")"; }
 RILEY=$(addr 1)
 BERNARD=$(addr 4)
 CAMPBELL=$(addr 5)
 STANDIN=$(addr 6)
 SOLO=$(addr 7)
+REFERENCE=$(addr 8)
+ZERO=$(addr 9)
+# want SECTION: true when ONLY is empty or names SECTION.
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
-cat >"$TMP/herd.conf" <<EOF
-# written by bench.sh: the classic herd on free ports
+# classic_herd: the classic five servers and six links on the ports picked above. No
+# bus addresses: each server's bus is its client port + 10000 (SPEC §3).
+classic_herd() {
+    cat <<EOF
 server Riley     $(addr 1)
 server Jaquez    $(addr 2)
 server Juzang    $(addr 3)
@@ -110,8 +137,25 @@ link Bernard Jaquez
 link Bernard Juzang
 link Bernard Campbell
 link Juzang  Campbell
+EOF
+}
+{ echo "# written by bench.sh: the classic herd on free ports"; classic_herd; cat <<EOF
 places google-legacy http://$STANDIN/json
 log-dir $TMP/logs
+EOF
+} >"$TMP/herd.conf"
+# The scale runs: the same herd with state on disk and offline places (the built-in
+# data set), so a polling WHATSAT (radius 1 km, 1 place) asks no other process.
+{ echo "# written by bench.sh: the classic herd with state-dir, for herd-bench scale"; classic_herd; cat <<EOF
+places offline
+state-dir state
+log-dir logs-scale
+EOF
+} >"$TMP/scale.conf"
+# A lone server with nothing but its address: no key, so offline places.
+mkdir -p "$TMP/zero"
+cat >"$TMP/zero/herd.conf" <<EOF
+server Zero $ZERO
 EOF
 cat >"$TMP/solo.conf" <<EOF
 # written by bench.sh: one server to run out of descriptors
@@ -135,6 +179,10 @@ wait_listening() {
 "$BENCH" standin --addr "$STANDIN" --max-secs 7200 >"$TMP/standin.out" 2>&1 &
 STARTED+=($!)
 wait_listening "$(port 6)" || { log "stand-in did not start"; cat "$TMP/standin.out" >&2; exit 1; }
+# --- the do-nothing reference server, for the latency ratios --------------------------
+"$BENCH" reference --addr "$REFERENCE" --max-secs 7200 >"$TMP/reference.out" 2>&1 &
+STARTED+=($!)
+wait_listening "$(port 8)" || { log "reference server did not start"; cat "$TMP/reference.out" >&2; exit 1; }
 
 # --- herd lifecycle -----------------------------------------------------------------
 UP_PID=
@@ -161,12 +209,16 @@ start_herd() {
     done
     log "the herd's links did not come up"; exit 1
 }
+# stop_pid PID [TENTHS]: SIGTERM, SIGKILL after TENTHS × 0.1 s (default 100), reap.
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq "${2:-100}"); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    forget "$1"
+}
 stop_herd() {
-    kill -TERM "$UP_PID" 2>/dev/null || true
-    for _ in $(seq 150); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$UP_PID" 2>/dev/null || true
-    wait "$UP_PID" 2>/dev/null || true
-    forget "$UP_PID"
+    stop_pid "$UP_PID" 150
     # The ports must be free before the next herd binds them.
     for _ in $(seq 100); do
         local busy=0 i
@@ -224,21 +276,40 @@ med() { median $(all "$1" "$2"); }
 # runs NAME: "a / b / c" of KEY over the runs, to show the spread.
 runs() { all "$1" "$2" | paste -sd/ - | sed 's#/# / #g'; }
 
-log "herd-bench on $(nproc) cores; ports $((BASE + 1))..$((BASE + 7)); $RUNS runs of $SECS s"
+log "herd-bench on $(nproc) cores; ports $((BASE + 1))..$((BASE + NPORTS)) (bus +10000); $RUNS runs of $SECS s"
+
+# ratio NAME A B KEYS...: records, for each KEY, A's value ÷ B's value (summary lines)
+# as KEY_ratio under NAME: the herd's figure against the reference server's.
+ratio() {
+    local name=$1 a=$2 b=$3 line="mode=$1" key; shift 3
+    for key in "$@"; do
+        line="$line ${key}_ratio=$(awk -v x="$(get "$key" "$a")" -v y="$(get "$key" "$b")" \
+            'BEGIN { if (x + 0 > 0 && y + 0 > 0) printf "%.1f", x / y; else print "-" }')"
+    done
+    printf '%s %s\n' "$name" "$line" >>"$RAW"
+    log "  $name: $line"
+}
 
 # --- 1. connections: a fresh herd per run, so freed memory of an earlier run cannot
-#        hide the cost of the next. Bernard, because it dials all its links: a server's
-#        accepted peer links count against its connection limit, so Riley (which
-#        accepts two) has room for two clients fewer. ------------------------------------
-for r in $(seq "$RUNS"); do
-    start_herd
-    log "conns run $r: $CONNS connections to Bernard"
-    run_bench conns conns --addr "$BERNARD" --n "$CONNS" --pid "${PID[Bernard]}" >/dev/null || true
-    stop_herd
-done
+#        hide the cost of the next. Bernard, because it dials all its links: with
+#        peers on the client port (before the bus port), a server's accepted peer
+#        links count against its connection limit. --------------------------------------
+if want conns; then
+    for r in $(seq "$RUNS"); do
+        start_herd
+        log "conns run $r: $CONNS connections to Bernard"
+        run_bench conns conns --addr "$BERNARD" --n "$CONNS" --pid "${PID[Bernard]}" >/dev/null || true
+        stop_herd
+    done
+fi
 
-# --- 2. the main herd ---------------------------------------------------------------
-start_herd
+# --- 2. the main herd (only if a section needs it) ------------------------------------
+MAIN=0
+for section in idle latency propagate throughput whatsat; do want "$section" && MAIN=1; done
+if [ "$MAIN" = 1 ]; then
+    start_herd
+    HERD_PIDS=$(for name in "${NAMES[@]}"; do printf '%s,' "${PID[$name]}"; done)
+fi
 idle_cpu() {  # idle_cpu TAG: CPU ticks and wakeups per server over IDLE_SECS
     local name t0=() w0=() i=0 line="mode=idle secs=$IDLE_SECS" total=0 wtotal=0
     for name in "${NAMES[@]}"; do t0+=("$(cpu_ticks "${PID[$name]}")"); w0+=("$(wakeups "${PID[$name]}")"); done
@@ -252,72 +323,114 @@ idle_cpu() {  # idle_cpu TAG: CPU ticks and wakeups per server over IDLE_SECS
     printf '%s %s\n' "$1" "$line" >>"$RAW"
     log "  $1: $line"
 }
-log "idle CPU of the fresh herd over $IDLE_SECS s"
-idle_cpu idle-fresh
+if want idle; then
+    log "idle CPU of the fresh herd over $IDLE_SECS s"
+    idle_cpu idle-fresh
+fi
 
-for r in $(seq "$RUNS"); do
-    log "latency run $r"
-    t0=$(herd_ticks)
-    run_bench latency latency --addr "$RILEY" --n "$LAT_N" >/dev/null || true
-    # Herd CPU per IAMAT (all five servers, the 200 warm-up requests included).
-    per=$(( ($(herd_ticks) - t0) * 10000 / (LAT_N + 200) ))
-    printf 'latcpu mode=latcpu herd_cpu_us_per_iamat=%s\n' "$per" >>"$RAW"
-    log "  herd CPU per ping-pong IAMAT, all servers: $per µs"
-done
-for r in $(seq "$RUNS"); do
-    log "propagate run $r: Riley -> Campbell (2 hops)"
-    run_bench propagate propagate --from "$RILEY" --to "$CAMPBELL" --n "$PROP_N" >/dev/null || true
-done
-for r in $(seq "$RUNS"); do
-    log "throughput run $r"
-    declare -A T0=()
-    for name in "${NAMES[@]}"; do T0[$name]=$(cpu_ticks "${PID[$name]}"); done
-    start_ns=$(date +%s%N)
-    line=$(run_bench throughput throughput --addr "$RILEY" --conns "$TP_CONNS" --window "$TP_WINDOW" \
-        --secs "$SECS" --converge "$CAMPBELL" --converge-timeout-ms 10000) || true
-    wall=$(( ($(date +%s%N) - start_ns) / 1000000 ))
-    cpu="mode=herdcpu wall_ms=$wall"
-    for name in "${NAMES[@]}"; do
-        cpu="$cpu ${name}_pct=$(( ($(cpu_ticks "${PID[$name]}") - T0[$name]) * 1000 / wall ))"
+if want latency; then
+    for r in $(seq "$RUNS"); do
+        log "latency run $r: ping-pong at Riley, herd CPU until Campbell holds the last update"
+        herd=$(run_bench latency latency --addr "$RILEY" --n "$LAT_N" --converge "$CAMPBELL" --pids "$HERD_PIDS") || true
+        log "latency run $r: the same against the do-nothing reference server"
+        ref=$(run_bench latency-ref latency --addr "$REFERENCE" --n "$LAT_N") || true
+        ratio latratio "$herd" "$ref" p50_us p99_us
     done
-    cuts=$(cat "$TMP"/logs/*.log | grep -c ' link-slow ' || true)
-    cpu="$cpu link_cuts_total=$cuts"
-    printf 'herdcpu %s\n' "$cpu" >>"$RAW"
-    log "  CPU % of a core per server over the run (incl. connect and convergence): $cpu"
-done
-for r in $(seq "$RUNS"); do
-    log "whatsat run $r"
-    run_bench whatsat whatsat --addr "$RILEY" --conns "$WS_CONNS" --secs "$SECS" >/dev/null || true
-done
-log "idle CPU after the load over $IDLE_SECS s (once the herd has settled)"
-settle
-idle_cpu idle-after
-stop_herd
+fi
+if want propagate; then
+    for r in $(seq "$RUNS"); do
+        log "propagate run $r: Riley -> Campbell (2 hops)"
+        run_bench propagate propagate --from "$RILEY" --to "$CAMPBELL" --n "$PROP_N" >/dev/null || true
+    done
+fi
+if want throughput; then
+    for r in $(seq "$RUNS"); do
+        log "throughput run $r"
+        declare -A T0=()
+        for name in "${NAMES[@]}"; do T0[$name]=$(cpu_ticks "${PID[$name]}"); done
+        start_ns=$(date +%s%N)
+        herd=$(run_bench throughput throughput --addr "$RILEY" --conns "$TP_CONNS" --window "$TP_WINDOW" \
+            --secs "$SECS" --converge "$CAMPBELL" --converge-timeout-ms 10000 --pids "$HERD_PIDS") || true
+        wall=$(( ($(date +%s%N) - start_ns) / 1000000 ))
+        cpu="mode=herdcpu wall_ms=$wall"
+        for name in "${NAMES[@]}"; do
+            cpu="$cpu ${name}_pct=$(( ($(cpu_ticks "${PID[$name]}") - T0[$name]) * 1000 / wall ))"
+        done
+        cuts=$(cat "$TMP"/logs/*.log | grep -c ' link-slow ' || true)
+        cpu="$cpu link_cuts_total=$cuts"
+        printf 'herdcpu %s\n' "$cpu" >>"$RAW"
+        log "  CPU % of a core per server over the run (incl. connect and convergence): $cpu"
+        log "throughput run $r: the same load against the do-nothing reference server"
+        ref=$(run_bench throughput-ref throughput --addr "$REFERENCE" --conns "$TP_CONNS" --window "$TP_WINDOW" \
+            --secs "$SECS") || true
+        ratio tpratio "$herd" "$ref" p50_us p99_us
+    done
+fi
+if want whatsat; then
+    for r in $(seq "$RUNS"); do
+        log "whatsat run $r"
+        run_bench whatsat whatsat --addr "$RILEY" --conns "$WS_CONNS" --secs "$SECS" >/dev/null || true
+    done
+fi
+if want idle; then
+    log "idle CPU after the load over $IDLE_SECS s (once the herd has settled)"
+    settle
+    idle_cpu idle-after
+fi
+[ "$MAIN" = 0 ] || stop_herd
 
 # --- 3. out of descriptors ------------------------------------------------------------
-GOOGLE_PLACES_API_KEY="$PLACES_KEY" bash -c 'ulimit -n "$0"; exec "$1" serve Solo --config "$2"' \
-    "$EXHAUST_NOFILE" "$HERD" "$TMP/solo.conf" >"$TMP/solo.out" 2>&1 &
-SOLO_PID=$!
-STARTED+=("$SOLO_PID")
-wait_listening "$(port 7)" || { log "solo server did not start"; exit 1; }
-for r in $(seq "$RUNS"); do
-    log "latency run $r against a lone server (no peers): the herd's share of ping-pong"
-    run_bench latency-solo latency --addr "$SOLO" --n "$LAT_N" >/dev/null || true
-done
-for r in $(seq "$RUNS"); do
-    log "exhaust run $r: $((EXHAUST_NOFILE + 150)) connections to a server with ulimit -n $EXHAUST_NOFILE"
-    run_bench exhaust exhaust --addr "$SOLO" --n $((EXHAUST_NOFILE + 150)) --pid "$SOLO_PID" >/dev/null || true
-done
-kill -TERM "$SOLO_PID" 2>/dev/null || true
-for _ in $(seq 100); do kill -0 "$SOLO_PID" 2>/dev/null || break; sleep 0.1; done
-kill -KILL "$SOLO_PID" 2>/dev/null || true
-wait "$SOLO_PID" 2>/dev/null || true
-forget "$SOLO_PID"
+if want exhaust || want latency; then
+    GOOGLE_PLACES_API_KEY="$PLACES_KEY" bash -c 'ulimit -n "$0"; exec "$1" serve Solo --config "$2"' \
+        "$EXHAUST_NOFILE" "$HERD" "$TMP/solo.conf" >"$TMP/solo.out" 2>&1 &
+    SOLO_PID=$!
+    STARTED+=("$SOLO_PID")
+    wait_listening "$(port 7)" || { log "solo server did not start"; exit 1; }
+    if want latency; then
+        for r in $(seq "$RUNS"); do
+            log "latency run $r against a lone server (no peers): the herd's share of ping-pong"
+            run_bench latency-solo latency --addr "$SOLO" --n "$LAT_N" --pids "$SOLO_PID" >/dev/null || true
+        done
+    fi
+    if want exhaust; then
+        for r in $(seq "$RUNS"); do
+            log "exhaust run $r: $((EXHAUST_NOFILE + 150)) connections to a server with ulimit -n $EXHAUST_NOFILE"
+            run_bench exhaust exhaust --addr "$SOLO" --n $((EXHAUST_NOFILE + 150)) --pid "$SOLO_PID" >/dev/null || true
+        done
+    fi
+    stop_pid "$SOLO_PID"
+fi
 
-# --- 4. binary size -----------------------------------------------------------------
+# --- 4. private memory of a lone zero-config server (offline places), fresh per run ---
+if want memory; then
+    for r in $(seq "$RUNS"); do
+        env -u GOOGLE_PLACES_API_KEY "$HERD" serve Zero --config "$TMP/zero/herd.conf" >"$TMP/zero.out" 2>&1 &
+        ZERO_PID=$!
+        STARTED+=("$ZERO_PID")
+        wait_listening "$(port 9)" || { log "zero-config server did not start"; cat "$TMP/zero.out" >&2; exit 1; }
+        log "memory run $r: a lone zero-config server after one WHATSAT"
+        run_bench memory memory --addr "$ZERO" --pid "$ZERO_PID" >/dev/null || true
+        stop_pid "$ZERO_PID"
+    done
+fi
+
+# --- 5. scale: SCALE_N clients held, then three crash restarts, a fresh herd and empty
+#        state per run. herd-bench runs the servers itself (it kills and restarts them).
+if want scale; then
+    for r in $(seq "$SCALE_RUNS"); do
+        rm -rf "$TMP/state" "$TMP/logs-scale"
+        mkdir -p "$TMP/state"
+        log "scale run $r: $SCALE_N clients through one connection to Riley, then restarts"
+        run_bench scale scale --herd "$HERD" --config "$TMP/scale.conf" --n "$SCALE_N" >/dev/null || true
+    done
+    # The scale logs hold every line of millions of updates.
+    rm -rf "$TMP/state" "$TMP/logs-scale"
+fi
+
+# --- 6. binary size -----------------------------------------------------------------
 SIZE=$(stat -c %s "$HERD")
 SIZE_NB=-
-if [ -z "${SKIP_SIZE:-}" ]; then
+if want size && [ -z "${SKIP_SIZE:-}" ]; then
     log "building herd without the built-in places data (for its size)..."
     if cargo build --release --no-default-features --bin herd --target-dir target/nobuiltin >&2; then
         SIZE_NB=$(stat -c %s target/nobuiltin/release/herd)
@@ -344,7 +457,7 @@ fails() { grep "^$1 " "$RAW" | grep -c 'exit=' || true; }
 
 cat <<EOF
 
-## herd-bench results ($(date -u +%Y-%m-%d), median of $RUNS runs)
+## herd-bench results ($(date -u +%Y-%m-%d), median of $RUNS runs; scale: $SCALE_RUNS)
 
 Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r); $(rustc --version); herd $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+changes').
 The load generator runs on the same machine as the whole herd.
@@ -356,31 +469,52 @@ row "IAMAT throughput at Riley (${TP_CONNS} conns × window ${TP_WINDOW}, ${SECS
 row "… Campbell converged after the run" "$(med converge_ms throughput)" "<=" 1000 "ms" "$(runs converge_ms throughput)"
 row "… pipelined latency p50" "$(med p50_us throughput)" info - "µs" "$(runs p50_us throughput)"
 row "… pipelined latency p99" "$(med p99_us throughput)" info - "µs" "$(runs p99_us throughput)"
+row "… reference server, same load, p50" "$(med p50_us throughput-ref)" info - "µs" "$(runs p50_us throughput-ref)"
+row "… reference server, same load, p99" "$(med p99_us throughput-ref)" info - "µs" "$(runs p99_us throughput-ref)"
+row "… herd ÷ reference, p50" "$(med p50_us_ratio tpratio)" info - "×" "$(runs p50_us_ratio tpratio)"
+row "… herd ÷ reference, p99" "$(med p99_us_ratio tpratio)" info - "×" "$(runs p99_us_ratio tpratio)"
+row "… herd CPU per update, 5 servers, until Campbell converged" "$(med herd_cpu_us_per_update throughput)" "<=" 8 "µs" "$(runs herd_cpu_us_per_update throughput)"
 row "Ping-pong IAMAT p50" "$(med p50_us latency)" "<=" 30 "µs" "$(runs p50_us latency)"
 row "Ping-pong IAMAT p99" "$(med p99_us latency)" "<=" 100 "µs" "$(runs p99_us latency)"
+row "… reference server, p50" "$(med p50_us latency-ref)" info - "µs" "$(runs p50_us latency-ref)"
+row "… reference server, p99" "$(med p99_us latency-ref)" info - "µs" "$(runs p99_us latency-ref)"
+row "… herd ÷ reference, p50" "$(med p50_us_ratio latratio)" info - "×" "$(runs p50_us_ratio latratio)"
+row "… herd ÷ reference, p99" "$(med p99_us_ratio latratio)" info - "×" "$(runs p99_us_ratio latratio)"
+row "… herd CPU per update, 5 servers, until Campbell holds the last" "$(med herd_cpu_us_per_update latency)" "<=" 40 "µs" "$(runs herd_cpu_us_per_update latency)"
 row "… same, a lone server with no peers, p50" "$(med p50_us latency-solo)" info - "µs" "$(runs p50_us latency-solo)"
 row "… same, a lone server with no peers, p99" "$(med p99_us latency-solo)" info - "µs" "$(runs p99_us latency-solo)"
-row "… herd CPU per ping-pong IAMAT (5 servers)" "$(med herd_cpu_us_per_iamat latcpu)" info - "µs" "$(runs herd_cpu_us_per_iamat latcpu)"
-row "Propagation Riley → Campbell p50" "$(med p50_us propagate)" "<=" 300 "µs" "$(runs p50_us propagate)"
+row "… same, a lone server with no peers, its CPU per update" "$(med herd_cpu_us_per_update latency-solo)" info - "µs" "$(runs herd_cpu_us_per_update latency-solo)"
+row "Propagation Riley → Campbell p50 (full WHATSAT reply, stand-in places)" "$(med p50_us propagate)" "<=" 300 "µs" "$(runs p50_us propagate)"
 row "Propagation Riley → Campbell p99" "$(med p99_us propagate)" "<=" 1000 "µs" "$(runs p99_us propagate)"
 row "… of which the final WHATSAT at Campbell, p50" "$(med whatsat_p50_us propagate)" info - "µs" "$(runs whatsat_p50_us propagate)"
 row "… report reached Campbell (± one poll), p50" "$(med seen_p50_us propagate)" info - "µs" "$(runs seen_p50_us propagate)"
 row "… report reached Campbell (± one poll), p99" "$(med seen_p99_us propagate)" info - "µs" "$(runs seen_p99_us propagate)"
-row "Connections held by Bernard" "$(med held conns)" ">=" "$CONNS" "" "$(runs held conns)"
-row "… server RSS per connection" "$(med rss_per_conn_bytes conns)" "<=" 4096 "bytes" "$(runs rss_per_conn_bytes conns)"
+row "Idle connections held by Bernard" "$(med held conns)" ">=" "$CONNS" "" "$(runs held conns)"
+row "… server RSS per idle connection" "$(med rss_per_conn_bytes conns)" "<=" 1024 "bytes" "$(runs rss_per_conn_bytes conns)"
 row "… time to open them all" "$(med open_ms conns)" "<" 2000 "ms" "$(runs open_ms conns)"
 row "… ping-pong p99 while held" "$(med held_p99_us conns)" "<" 1000 "µs" "$(runs held_p99_us conns)"
 row "WHATSAT, 20 results from the stand-in (${WS_CONNS} conns)" "$(med rps whatsat)" ">=" 5000 "replies/s" "$(runs rps whatsat)"
 row "… WHATSAT p99" "$(med p99_us whatsat)" "<" 5000 "µs" "$(runs p99_us whatsat)"
-row "Idle herd, wakeups in ${IDLE_SECS} s, 5 servers (fresh but for one WHATSAT)" "$(all wakeups idle-fresh)" "<=" 5 "" "CPU $(all ticks idle-fresh) ticks"
-row "Idle herd, wakeups in ${IDLE_SECS} s, 5 servers (after the load)" "$(all wakeups idle-after)" "<=" 5 "" "CPU $(all ticks idle-after) ticks"
+row "Lone zero-config server (offline places) after one WHATSAT: private memory" "$(med private_bytes memory)" "<=" 2000000 "bytes" "$(runs private_bytes memory)"
+row "… its RSS" "$(med rss_kib memory)" info - "KiB" "$(runs rss_kib memory)"
+row "Idle herd, wakeups in ${IDLE_SECS} s, 5 servers (fresh but for one WHATSAT)" "$(all wakeups idle-fresh)" "<=" 0 "" "CPU $(all ticks idle-fresh) ticks"
+row "Idle herd, wakeups in ${IDLE_SECS} s, 5 servers (after the load)" "$(all wakeups idle-after)" "<=" 0 "" "CPU $(all ticks idle-after) ticks"
+row "Scale: $SCALE_N clients through one connection to Riley" "$(med load_rps scale)" info - "updates/s" "$(runs load_rps scale)"
+row "… Riley RSS per client held" "$(med rss_per_client_bytes scale)" "<=" 200 "bytes" "$(runs rss_per_client_bytes scale)"
+row "… (a) Campbell kill -9, empty state: holds a 1000-client sample" "$(med a_hold_ms scale)" "<=" 2000 "ms" "$(runs a_hold_ms scale)"
+row "… (a) bytes Campbell received on its links" "$(med a_link_bytes scale)" info - "bytes" "$(runs a_link_bytes scale)"
+row "… (b) Campbell kill -9, 1000 new clients, own state: holds them" "$(med b_hold_ms scale)" "<=" 500 "ms" "$(runs b_hold_ms scale)"
+row "… (b) bytes Campbell received on its links" "$(med b_link_bytes scale)" info - "bytes" "$(runs b_link_bytes scale)"
+row "… (c) Riley kill -9, own state: first reply at all" "$(med c_first_ms scale)" info - "ms" "$(runs c_first_ms scale)"
+row "… (c) Riley answers WHATSAT for a client it held" "$(med c_one_ms scale)" "<=" 1000 "ms" "$(runs c_one_ms scale)"
+row "… (c) Riley holds the 1000-client sample" "$(med c_hold_ms scale)" info - "ms" "$(runs c_hold_ms scale)"
 row "Out of descriptors: server CPU meanwhile" "$(med cpu_pct exhaust)" "<=" 5 "% of a core" "$(runs cpu_pct exhaust)"
 row "… service back after they free up" "$(med recover_ms exhaust)" "<=" 1000 "ms" "$(runs recover_ms exhaust)"
 row "Release binary, stripped, with the built-in places data" "$SIZE" info - "bytes" ""
 row "Release binary, stripped, without the built-in places data" "$SIZE_NB" "<=" 3000000 "bytes" "--no-default-features"
 cat <<EOF
 
-Failed runs (exit status not 0): throughput $(fails throughput), latency $(fails latency), propagate $(fails propagate), conns $(fails conns), whatsat $(fails whatsat), exhaust $(fails exhaust).
+Failed runs (exit status not 0): throughput $(fails throughput), latency $(fails latency), reference $(fails latency-ref)/$(fails throughput-ref), propagate $(fails propagate), conns $(fails conns), whatsat $(fails whatsat), memory $(fails memory), scale $(fails scale), exhaust $(fails exhaust).
 Server CPU during throughput (% of one core, median): $(for n in "${NAMES[@]}"; do printf '%s %s, ' "$n" "$(med "${n}_pct" herdcpu)"; done | sed 's/, $//').
 Peer links cut for a full queue (PEER_QUEUE) during the throughput runs, all servers: $(all link_cuts_total herdcpu | tail -n 1).
 Idle wakeups per server over ${IDLE_SECS} s: fresh $(grep '^idle-fresh ' "$RAW" | tr ' ' '\n' | sed -n 's/_wakeups=/ /p' | paste -sd, -); after the load $(grep '^idle-after ' "$RAW" | tr ' ' '\n' | sed -n 's/_wakeups=/ /p' | paste -sd, -).

@@ -16,6 +16,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use smol::{LocalExecutor, Timer};
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -51,9 +52,19 @@ enum Opened {
     Refused(String),
 }
 
-/// Connects and sends an empty line; `Served` when `? ` comes back in time.
-async fn open_one(addr: &str) -> Opened {
-    let mut stream = match wire::connect(addr).await {
+/// Connections opened from one loopback source address when `--sources` is left to
+/// choose: well under the ~28,000 ephemeral ports each address has, leaving room for
+/// the TIME_WAITs of an earlier run.
+pub const CONNS_PER_SOURCE: usize = 8_000;
+
+/// Connects (from `source`, else from any address) and sends an empty line; `Served`
+/// when `? ` comes back in time.
+async fn open_one(addr: &str, source: Option<Ipv4Addr>) -> Opened {
+    let connected = match source {
+        Some(source) => wire::connect_from(source, addr).await,
+        None => wire::connect(addr).await,
+    };
+    let mut stream = match connected {
         Ok(s) => s,
         Err(e) => return Opened::Refused(e.to_string()),
     };
@@ -91,8 +102,15 @@ async fn open_one(addr: &str) -> Opened {
     }
 }
 
-/// Opens `n` connections, `parallel` at a time; all outcomes, in no particular order.
-async fn open_many(ex: &LocalExecutor<'_>, addr: &str, n: usize, parallel: usize) -> Vec<Opened> {
+/// Opens `n` connections, `parallel` at a time, the `i`-th from loopback source
+/// address `i % sources` when `sources` > 1; all outcomes, in no particular order.
+async fn open_many(
+    ex: &LocalExecutor<'_>,
+    addr: &str,
+    n: usize,
+    parallel: usize,
+    sources: usize,
+) -> Vec<Opened> {
     let next = Rc::new(Cell::new(0usize));
     let out = Rc::new(RefCell::new(Vec::with_capacity(n)));
     let addr: Rc<str> = addr.into();
@@ -107,7 +125,8 @@ async fn open_many(ex: &LocalExecutor<'_>, addr: &str, n: usize, parallel: usize
                         break;
                     }
                     next.set(i + 1);
-                    let opened = open_one(&addr).await;
+                    let source = (sources > 1).then(|| wire::loopback_source(i, sources));
+                    let opened = open_one(&addr, source).await;
                     out.borrow_mut().push(opened);
                 }
             })
@@ -164,16 +183,24 @@ fn server_pid(addr: &str, pid: Option<u32>) -> Option<u32> {
 }
 
 /// Runs `conns`: hold `n` connections to `addr` (one of which carries the ping-pong).
+/// `sources` loopback addresses to connect from; 0 chooses one per
+/// `CONNS_PER_SOURCE` connections to a loopback server, else one.
 pub fn conns(
     addr: &str,
     n: usize,
     pid: Option<u32>,
     parallel: usize,
     pings: usize,
+    sources: usize,
 ) -> Result<(Summary, bool), String> {
     if n == 0 || n > MAX_CONNS {
         return Err(format!("--n must be from 1 to {MAX_CONNS}"));
     }
+    let sources = match sources {
+        0 if addr.starts_with("127.") => n.div_ceil(CONNS_PER_SOURCE),
+        0 => 1,
+        s => s,
+    };
     let limit =
         procfs::raise_nofile().map_err(|e| format!("cannot raise the descriptor limit: {e}"))?;
     if (limit as usize) < n + 16 {
@@ -186,10 +213,10 @@ pub fn conns(
     let ex = LocalExecutor::new();
     smol::block_on(ex.run(async {
         let started = Instant::now();
-        let opened = tally(open_many(&ex, addr, n, parallel).await);
+        let opened = tally(open_many(&ex, addr, n, parallel, sources).await);
         let open_time = started.elapsed();
         println!(
-            "conns: opened {} of {n} connections to {addr} in {:.0} ms ({} not answered, {} refused)",
+            "conns: opened {} of {n} connections to {addr} from {sources} source address(es) in {:.0} ms ({} not answered, {} refused)",
             opened.served.len(),
             open_time.as_secs_f64() * 1000.0,
             opened.waiting.len(),
@@ -205,6 +232,7 @@ pub fn conns(
         summary.add("addr", addr);
         summary.add("n", n);
         summary.add("held", held);
+        summary.add("sources", sources);
         summary.add("waiting", opened.waiting.len());
         summary.add("refused", opened.refused);
         summary.add("open_ms", format!("{:.0}", open_time.as_secs_f64() * 1000.0));
@@ -272,7 +300,7 @@ pub fn exhaust(
     smol::block_on(ex.run(async {
         // Every attempt at once: the ones past the server's limit each wait out
         // CONFIRM_TIMEOUT, and in parallel that is one wait, not many.
-        let opened = tally(open_many(&ex, addr, n, n).await);
+        let opened = tally(open_many(&ex, addr, n, n, 1).await);
         println!(
             "exhaust: {} of {n} connections served, {} connected but not answered, {} refused",
             opened.served.len(),
@@ -301,7 +329,7 @@ pub fn exhaust(
         let freed = Instant::now();
         let mut recovered = None;
         while freed.elapsed() < RECOVER_TIMEOUT {
-            if let Opened::Served(_) = open_one(addr).await {
+            if let Opened::Served(_) = open_one(addr, None).await {
                 recovered = Some(freed.elapsed());
                 break;
             }

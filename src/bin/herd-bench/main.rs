@@ -12,8 +12,12 @@
 #![warn(missing_docs, rust_2018_idioms)]
 
 mod conns;
+mod herdproc;
+mod memory;
 mod pingpong;
 mod procfs;
+mod reference;
+mod scale;
 mod standin;
 mod stats;
 mod throughput;
@@ -42,6 +46,9 @@ enum Mode {
     Exhaust(Exhaust),
     Whatsat(Whatsat),
     Standin(Standin),
+    Reference(Reference),
+    Memory(Memory),
+    Scale(Scale),
 }
 
 #[derive(FromArgs)]
@@ -67,6 +74,10 @@ struct Throughput {
     #[argh(option, default = "10_000")]
     /// how long convergence may take, in ms, before the run fails (default 10000)
     converge_timeout_ms: u64,
+    #[argh(option, default = "String::new()")]
+    /// server pids, comma-separated: their CPU time until --converge holds every last
+    /// update, per acknowledged update
+    pids: String,
 }
 
 #[derive(FromArgs)]
@@ -82,6 +93,13 @@ struct Latency {
     #[argh(option, default = "60")]
     /// give up after this many seconds (default 60)
     max_secs: u64,
+    #[argh(option)]
+    /// server that must then hold the last update, HOST:PORT
+    converge: Option<String>,
+    #[argh(option, default = "String::new()")]
+    /// server pids, comma-separated: their CPU time until --converge holds the last
+    /// update, per acknowledged update
+    pids: String,
 }
 
 #[derive(FromArgs)]
@@ -124,6 +142,10 @@ struct Conns {
     #[argh(option, default = "2000")]
     /// timed ping-pong IAMATs while the connections are held (default 2000)
     pings: usize,
+    #[argh(option, default = "0")]
+    /// loopback source addresses to connect from, 127.0.0.1 up (default 0: one per
+    /// 8000 connections to a 127.x server, else one)
+    sources: usize,
 }
 
 #[derive(FromArgs)]
@@ -177,6 +199,66 @@ struct Standin {
     max_secs: u64,
 }
 
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reference")]
+/// a do-nothing line server (raw epoll, one write per read) to measure the herd against
+struct Reference {
+    #[argh(option, default = "String::from(\"127.0.0.1:0\")")]
+    /// where to listen (default 127.0.0.1:0, a free port, printed)
+    addr: String,
+    #[argh(option, default = "3600")]
+    /// stop after this many seconds (default 3600)
+    max_secs: u64,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "memory")]
+/// one IAMAT and one WHATSAT, then the server's private memory (smaps_rollup)
+struct Memory {
+    #[argh(option)]
+    /// server, HOST:PORT
+    addr: String,
+    #[argh(option)]
+    /// the server's pid (default: the local listener on the port)
+    pid: Option<u32>,
+    #[argh(option, default = "String::from(\"10\")")]
+    /// radius in km (default 10)
+    radius: String,
+    #[argh(option, default = "5")]
+    /// bound on places (default 5)
+    bound: usize,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand, name = "scale")]
+/// run a herd, load N clients, report memory per client, time three crash restarts
+struct Scale {
+    #[argh(option)]
+    /// the herd binary to run (herd serve NAME --config CONFIG per server)
+    herd: String,
+    #[argh(option)]
+    /// the herd's config; it must set state-dir
+    config: String,
+    #[argh(option, default = "String::from(\"Riley\")")]
+    /// server that gets the load, restarted in (c) (default Riley)
+    from: String,
+    #[argh(option, default = "String::from(\"Campbell\")")]
+    /// server restarted in (a) and (b) (default Campbell)
+    to: String,
+    #[argh(option, default = "1_000_000")]
+    /// distinct clients loaded (default 1000000)
+    n: u64,
+    #[argh(option, default = "1000")]
+    /// clients polled at a restarted server, and new clients in (b) (default 1000)
+    sample: usize,
+    #[argh(option, default = "256")]
+    /// IAMATs in flight on the load connection (default 256)
+    window: usize,
+    #[argh(option, default = "60")]
+    /// seconds a restarted server may take (default 60)
+    restart_timeout_secs: u64,
+}
+
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
     let result = match args.mode {
@@ -187,10 +269,17 @@ fn main() -> ExitCode {
             secs: t.secs,
             converge: t.converge,
             converge_timeout: Duration::from_millis(t.converge_timeout_ms),
+            pids: match procfs::parse_pids(&t.pids) {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            },
         }),
-        Mode::Latency(l) => pingpong::latency(&l.addr, l.n, l.max_secs),
+        Mode::Latency(l) => match procfs::parse_pids(&l.pids) {
+            Ok(pids) => pingpong::latency(&l.addr, l.n, l.max_secs, l.converge.as_deref(), &pids),
+            Err(e) => return usage(&e),
+        },
         Mode::Propagate(p) => pingpong::propagate(&p.from, &p.to, p.n, p.lookups, p.max_secs),
-        Mode::Conns(c) => conns::conns(&c.addr, c.n, c.pid, c.parallel, c.pings),
+        Mode::Conns(c) => conns::conns(&c.addr, c.n, c.pid, c.parallel, c.pings, c.sources),
         Mode::Exhaust(e) => conns::exhaust(&e.addr, e.n, e.pid, e.hold_secs),
         Mode::Whatsat(w) => whatsat::run(&whatsat::Options {
             addr: w.addr,
@@ -204,6 +293,18 @@ fn main() -> ExitCode {
             summary.add("requests", served);
             (summary, true)
         }),
+        Mode::Reference(r) => reference::mode(&r.addr, r.max_secs),
+        Mode::Memory(m) => memory::run(&m.addr, m.pid, &m.radius, m.bound),
+        Mode::Scale(s) => scale::run(&scale::Options {
+            herd: s.herd.into(),
+            config: s.config.into(),
+            from: s.from,
+            to: s.to,
+            n: s.n,
+            sample: s.sample,
+            window: s.window,
+            restart_timeout: Duration::from_secs(s.restart_timeout_secs),
+        }),
     };
     match result {
         Ok((summary, ok)) => {
@@ -214,10 +315,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(message) => {
-            eprintln!("herd-bench: {message}");
-            println!("mode=error error={}", message.replace(' ', "_"));
-            ExitCode::from(2)
-        }
+        Err(message) => usage(&message),
     }
+}
+
+/// Reports an error that stopped a mode before it measured anything.
+fn usage(message: &str) -> ExitCode {
+    eprintln!("herd-bench: {message}");
+    println!("mode=error error={}", message.replace(' ', "_"));
+    ExitCode::from(2)
 }

@@ -39,6 +39,10 @@ pub struct PingPong {
     pub samples: Samples,
     /// Replies that were not AT lines.
     pub invalid: u64,
+    /// AT replies, the warm-up included: updates the server acknowledged.
+    pub acked: u64,
+    /// Client time of the last IAMAT sent.
+    pub last_time: String,
     /// What stopped the run early, if anything did.
     pub failure: Option<io::Error>,
 }
@@ -56,12 +60,15 @@ pub async fn ping_pong(
     let mut run = PingPong {
         samples: Samples::with_capacity(n),
         invalid: 0,
+        acked: 0,
+        last_time: String::new(),
         failure: None,
     };
     let mut line = Vec::with_capacity(128);
     for i in 0..WARMUP + n {
         line.clear();
         wire::push_iamat(&mut line, client, base, i as u64 + 1);
+        run.last_time = wire::client_time(base, i as u64 + 1);
         let sent = Instant::now();
         let answer = wire::within(deadline, what, async {
             conn.send(&line).await?;
@@ -71,6 +78,7 @@ pub async fn ping_pong(
         match answer {
             Ok(is_at) => {
                 run.invalid += u64::from(!is_at);
+                run.acked += u64::from(is_at);
                 if i >= WARMUP {
                     run.samples.push(wire::nanos(sent, Instant::now()));
                 }
@@ -84,19 +92,38 @@ pub async fn ping_pong(
     run
 }
 
-/// Runs `latency`: `n` ping-pong IAMATs on one connection, within `max_secs`.
-pub fn latency(addr: &str, n: usize, max_secs: u64) -> Result<(Summary, bool), String> {
+/// How long a herd may take to bring a ping-pong run's last update to the `--converge`
+/// server: it floods within milliseconds, so 10 s means a link is down.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `latency`: `n` ping-pong IAMATs on one connection, within `max_secs`. With
+/// `converge`, then waits until that server holds the last update; with `pids`, divides
+/// those processes' CPU time over the run (until convergence) by the updates acknowledged.
+pub fn latency(
+    addr: &str,
+    n: usize,
+    max_secs: u64,
+    converge: Option<&str>,
+    pids: &[u32],
+) -> Result<(Summary, bool), String> {
     if n == 0 || n > MAX_N {
         return Err(format!("--n must be from 1 to {MAX_N}"));
     }
     smol::block_on(async {
         let mut conn = Conn::open(addr).await.map_err(|e| e.to_string())?;
+        let mut checker = match converge {
+            Some(b) => Some(Conn::open(b).await.map_err(|e| e.to_string())?),
+            None => None,
+        };
         let mut deadline = Timer::after(Duration::from_secs(max_secs));
         let client = format!("bench-{}-lat", std::process::id());
+        let herd_cpu = crate::procfs::CpuMeter::start(pids)?;
         let started = Instant::now();
         let PingPong {
             mut samples,
             invalid,
+            acked,
+            last_time,
             failure,
         } = ping_pong(&mut conn, &client, n, &mut deadline, "ping-pong run").await;
         let took = started.elapsed().as_secs_f64();
@@ -112,11 +139,39 @@ pub fn latency(addr: &str, n: usize, max_secs: u64) -> Result<(Summary, bool), S
         summary.add("n", count);
         summary.add("invalid", invalid);
         p.add_to(&mut summary, "");
+        let mut ok = failure.is_none() && invalid == 0;
         if let Some(e) = &failure {
             eprintln!("herd-bench: stopped after {count} samples: {e}");
             summary.add("error", e);
         }
-        Ok((summary, failure.is_none() && invalid == 0))
+        if let (Some(checker), Some(b)) = (checker.as_mut(), converge) {
+            let last = [(client.clone(), last_time)];
+            let done = Instant::now();
+            match crate::throughput::converge(
+                checker,
+                &last,
+                done,
+                CONVERGE_TIMEOUT,
+                crate::throughput::POLL_GAP,
+            )
+            .await
+            {
+                Ok(Ok(t)) => {
+                    println!(
+                        "{b} held the last update {:.1} ms after its reply",
+                        t.as_secs_f64() * 1000.0
+                    );
+                    summary.add("converge_ms", format!("{:.1}", t.as_secs_f64() * 1000.0));
+                }
+                Ok(Err(_)) | Err(_) => {
+                    eprintln!("herd-bench: NOT CONVERGED: {b} lacks the last update");
+                    summary.add("converge_ms", "-");
+                    ok = false;
+                }
+            }
+        }
+        herd_cpu.add_per_update(&mut summary, acked)?;
+        Ok((summary, ok))
     })
 }
 

@@ -2,6 +2,7 @@
 //! a port, its resident memory, its CPU time and its wakeups; and the benchmark's own
 //! descriptor limit.
 
+use crate::stats::Summary;
 use std::io;
 
 /// Clock ticks per second in `/proc/PID/stat`: the kernel reports CPU times there in
@@ -130,6 +131,81 @@ pub fn context_switches(pid: u32) -> io::Result<u64> {
     Ok(total)
 }
 
+/// CPU time of a set of processes (a whole herd) from a starting reading on: what the
+/// servers spent on a load, to divide by the updates they acknowledged.
+pub struct CpuMeter {
+    pids: Vec<u32>,
+    start: u64,
+}
+
+impl CpuMeter {
+    /// Reads the processes' CPU time now; with no pids, measures nothing.
+    pub fn start(pids: &[u32]) -> Result<CpuMeter, String> {
+        Ok(CpuMeter {
+            pids: pids.to_vec(),
+            start: ticks_of(pids)?,
+        })
+    }
+
+    /// Adds `herd_cpu_ticks` and `herd_cpu_us_per_update` (CPU time since `start`
+    /// divided by `updates`) to `summary` and prints them; nothing without pids.
+    pub fn add_per_update(&self, summary: &mut Summary, updates: u64) -> Result<(), String> {
+        if self.pids.is_empty() {
+            return Ok(());
+        }
+        let ticks = ticks_of(&self.pids)? - self.start;
+        let per = (ticks * 1_000_000 / USER_HZ) as f64 / updates.max(1) as f64;
+        println!(
+            "CPU of {} server processes: {} ms for {updates} acknowledged updates: {per:.1} µs per update",
+            self.pids.len(),
+            ticks * 1000 / USER_HZ
+        );
+        summary.add("herd_cpu_ticks", ticks);
+        summary.add("acked", updates);
+        summary.add("herd_cpu_us_per_update", format!("{per:.1}"));
+        Ok(())
+    }
+}
+
+/// The CPU time of every process in `pids` so far, in USER_HZ ticks.
+fn ticks_of(pids: &[u32]) -> Result<u64, String> {
+    pids.iter()
+        .map(|&p| cpu_ticks(p).map_err(|e| format!("cannot read the CPU time of pid {p}: {e}")))
+        .sum()
+}
+
+/// Parses a comma-separated list of pids (`--pids 12,34,56`).
+pub fn parse_pids(list: &str) -> Result<Vec<u32>, String> {
+    list.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.trim().parse().map_err(|_| format!("not a pid: {p:?}")))
+        .collect()
+}
+
+/// Memory only this process maps, in KiB: `Private_Clean` + `Private_Dirty` from
+/// `/proc/PID/smaps_rollup` (what would be freed if it exited; shared library pages
+/// that other processes also map are not counted). Also `Rss`, for comparison.
+pub fn private_kib(pid: u32) -> io::Result<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    match (
+        field("Private_Clean:"),
+        field("Private_Dirty:"),
+        field("Rss:"),
+    ) {
+        (Some(clean), Some(dirty), Some(rss)) => Ok((clean + dirty, rss)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no Private_Clean, Private_Dirty or Rss in smaps_rollup",
+        )),
+    }
+}
+
 /// The port of `HOST:PORT`.
 pub fn port_of(addr: &str) -> Option<u16> {
     addr.rsplit(':').next()?.parse().ok()
@@ -145,6 +221,10 @@ mod tests {
         assert!(own_cpu_ticks().is_ok());
         assert!(context_switches(std::process::id()).is_ok());
         assert_eq!(port_of("127.0.0.1:12101"), Some(12101));
+        let (private, rss) = private_kib(std::process::id()).unwrap();
+        assert!(private > 0 && private <= rss, "{private} {rss}");
+        assert_eq!(parse_pids("12,34").unwrap(), vec![12, 34]);
+        assert!(parse_pids("12,x").is_err());
     }
 
     #[test]

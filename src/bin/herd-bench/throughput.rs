@@ -44,19 +44,9 @@ pub struct Options {
     pub converge: Option<String>,
     /// How long convergence may take before the run fails.
     pub converge_timeout: Duration,
-}
-
-/// One connection's outcome.
-struct ConnResult {
-    /// Client time of the last IAMAT sent.
-    last_time: String,
-    /// AT replies.
-    replies: u64,
-    /// Replies that were not AT lines.
-    invalid: u64,
-    samples: Samples,
-    /// When the last reply arrived.
-    finished: Instant,
+    /// Server processes whose CPU time, from the first send until `converge` holds
+    /// every last update, is divided by the acknowledged updates.
+    pub pids: Vec<u32>,
 }
 
 /// Runs the mode; the summary, and whether every check passed.
@@ -92,6 +82,7 @@ async fn run_async(
         procfs::own_cpu_ticks().ok(),
         server_pid.and_then(|p| procfs::cpu_ticks(p).ok()),
     );
+    let herd_cpu = procfs::CpuMeter::start(&o.pids)?;
     let start = Instant::now();
     let stop_at = start + Duration::from_secs(o.secs);
     let tasks: Vec<_> = streams
@@ -99,7 +90,15 @@ async fn run_async(
         .enumerate()
         .map(|(i, stream)| {
             let client = format!("bench-{pid}-{i}");
-            ex.spawn(drive(stream, client, o.window, base, stop_at, cap))
+            let push = move |buf: &mut Vec<u8>, n| wire::push_iamat(buf, &client, base, n);
+            ex.spawn(drive(
+                stream,
+                o.window,
+                Until::Time(stop_at),
+                stop_at + DRAIN_TIMEOUT,
+                cap,
+                push,
+            ))
         })
         .collect();
     let mut results = Vec::with_capacity(tasks.len());
@@ -166,9 +165,9 @@ async fn run_async(
     if let (Some(conn), Some(b)) = (checker.as_mut(), &o.converge) {
         let clients: Vec<(String, String)> = results
             .iter()
-            .map(|(i, r)| (format!("bench-{pid}-{i}"), r.last_time.clone()))
+            .map(|(i, r)| (format!("bench-{pid}-{i}"), wire::client_time(base, r.sent)))
             .collect();
-        match converge(conn, &clients, finished, o.converge_timeout).await {
+        match converge(conn, &clients, finished, o.converge_timeout, POLL_GAP).await {
             Ok(Ok(took)) => {
                 println!(
                     "converged: {b} holds all {} clients' last updates {:.1} ms after the last reply",
@@ -196,18 +195,44 @@ async fn run_async(
             }
         }
     }
+    herd_cpu.add_per_update(&mut summary, replies)?;
     Ok((summary, ok))
 }
 
-/// Drives one connection: `window` IAMATs in flight until `stop_at`, then drains.
-async fn drive(
+/// When a driven connection stops sending.
+#[derive(Clone, Copy, Debug)]
+pub enum Until {
+    /// Sending stops at this instant.
+    Time(Instant),
+    /// Sending stops after this many lines.
+    Count(u64),
+}
+
+/// What one driven connection did.
+pub struct Driven {
+    /// Lines sent: the last counter passed to the line writer.
+    pub sent: u64,
+    /// AT replies.
+    pub replies: u64,
+    /// Replies that were not AT lines.
+    pub invalid: u64,
+    /// Round-trip times of the first replies, up to the cap.
+    pub samples: Samples,
+    /// When the last reply arrived.
+    pub finished: Instant,
+}
+
+/// Drives one connection: `window` requests in flight until `until`, then drains the
+/// replies; all of it by `deadline`. `push(buf, counter)` appends the `counter`-th
+/// request line (counting from 1); every line must get exactly one one-line reply.
+pub async fn drive(
     stream: TcpStream,
-    client: String,
     window: usize,
-    base: u64,
-    stop_at: Instant,
+    until: Until,
+    deadline: Instant,
     cap: usize,
-) -> io::Result<ConnResult> {
+    mut push: impl FnMut(&mut Vec<u8>, u64),
+) -> io::Result<Driven> {
     // The window: the writer takes a slot per request, the reader frees one per reply.
     let (slots, freed) = async_channel::bounded::<()>(window);
     // Closed by the writer when it stops, so a reader with nothing outstanding wakes up.
@@ -217,12 +242,17 @@ async fn drive(
 
     let writer = {
         let mut stream = stream.clone();
-        let (client, sent_at, last) = (&client, &sent_at, last_counter.clone());
+        let (sent_at, last) = (&sent_at, last_counter.clone());
         async move {
             let mut buf = Vec::with_capacity(window * 80);
             let mut counter = 0u64;
             let result = loop {
-                if Instant::now() >= stop_at {
+                let room = match until {
+                    Until::Time(stop_at) if Instant::now() >= stop_at => 0,
+                    Until::Time(_) => u64::MAX,
+                    Until::Count(n) => n - counter,
+                };
+                if room == 0 {
                     break Ok(());
                 }
                 if slots.send(()).await.is_err() {
@@ -230,12 +260,12 @@ async fn drive(
                 }
                 let now = Instant::now();
                 let mut batch = 1;
-                while batch < window && slots.try_send(()).is_ok() {
+                while batch < window && (batch as u64) < room && slots.try_send(()).is_ok() {
                     batch += 1;
                 }
                 for _ in 0..batch {
                     counter += 1;
-                    wire::push_iamat(&mut buf, client, base, counter);
+                    push(&mut buf, counter);
                     sent_at.borrow_mut().push_back(now);
                 }
                 last.set(counter);
@@ -327,15 +357,15 @@ async fn drive(
         }
     };
 
-    let limit = stop_at.saturating_duration_since(Instant::now()) + DRAIN_TIMEOUT;
+    let limit = deadline.saturating_duration_since(Instant::now());
     let ((), (replies, invalid, samples, finished)) = wire::timeout(
         limit,
         "sending and draining replies",
         future::try_zip(writer, reader),
     )
     .await?;
-    Ok(ConnResult {
-        last_time: wire::client_time(base, last_counter.get()),
+    Ok(Driven {
+        sent: last_counter.get(),
         replies,
         invalid,
         samples,
@@ -343,20 +373,29 @@ async fn drive(
     })
 }
 
-/// Polls `conn` with `WHATSAT client 1 1` until every client's stored AT line ends with
-/// its last sent time. `Ok(Ok(time since since))`, or `Ok(Err(clients still behind))`
-/// after `limit`.
-async fn converge(
+/// Pause between convergence polling rounds after a load: short against the 1 s
+/// target, long enough that the poller does not steal the CPU the herd needs to converge.
+pub const POLL_GAP: Duration = Duration::from_millis(1);
+
+/// Polls `conn` with `WHATSAT client 1 1` (all pending clients in one write per round,
+/// rounds `gap` apart) until every client's stored AT line ends with its last sent
+/// time. `Ok(Ok(time since since))`, or `Ok(Err(clients still behind))` after `limit`.
+pub async fn converge(
     conn: &mut Conn,
     clients: &[(String, String)],
     since: Instant,
     limit: Duration,
+    gap: Duration,
 ) -> io::Result<Result<Duration, usize>> {
-    /// Pause between polling rounds: short against the 1 s target, long enough that
-    /// the poller does not steal the CPU the herd needs to converge.
-    const POLL_GAP: Duration = Duration::from_millis(1);
     let give_up = Instant::now() + limit;
     let mut pending: Vec<&(String, String)> = clients.iter().collect();
+    // A server still catching up may be slow to answer: each round may take what is left
+    // of `limit` (and at least REPLY_TIMEOUT, so a short limit still gets whole replies).
+    let round_limit = || {
+        give_up
+            .saturating_duration_since(Instant::now())
+            .max(REPLY_TIMEOUT)
+    };
     while !pending.is_empty() {
         if Instant::now() >= give_up {
             return Ok(Err(pending.len()));
@@ -365,19 +404,21 @@ async fn converge(
         for (client, _) in &pending {
             out.extend_from_slice(format!("WHATSAT {client} 1 1\n").as_bytes());
         }
-        wire::timeout(REPLY_TIMEOUT, "WHATSAT", conn.send(&out)).await?;
-        let mut behind = Vec::new();
-        for entry in pending {
-            let reply = wire::timeout(REPLY_TIMEOUT, "WHATSAT reply", conn.reply()).await?;
-            let current = matches!(&reply, Reply::At { line, .. }
-                if line.strip_suffix(entry.1.as_str()).is_some_and(|l| l.ends_with(' ')));
-            if !current {
-                behind.push(entry);
+        let round = wire::timeout(round_limit(), "WHATSAT round", async {
+            conn.send(&out).await?;
+            let mut behind = Vec::new();
+            for entry in pending {
+                let current = matches!(&conn.reply().await?, Reply::At { line, .. }
+                    if line.strip_suffix(entry.1.as_str()).is_some_and(|l| l.ends_with(' ')));
+                if !current {
+                    behind.push(entry);
+                }
             }
-        }
-        pending = behind;
+            Ok(behind)
+        });
+        pending = round.await?;
         if !pending.is_empty() {
-            Timer::after(POLL_GAP).await;
+            Timer::after(gap).await;
         }
     }
     Ok(Ok(Instant::now().saturating_duration_since(since)))

@@ -6,6 +6,7 @@ use async_net::TcpStream;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, Future};
 use smol::Timer;
 use std::io::{self, Write as _};
+use std::net::{Ipv4Addr, SocketAddrV4, ToSocketAddrs};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a connect may take: on loopback a connect completes in microseconds unless
@@ -70,6 +71,63 @@ pub async fn connect(addr: &str) -> io::Result<TcpStream> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {addr}: {e}")))?;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Connects from `source` (port chosen by the kernel) with `CONNECT_TIMEOUT`, Nagle
+/// off. Each loopback source address has its own ~28,000 ephemeral ports, so spreading
+/// tens of thousands of connections over 127.0.0.x keeps one run (and the TIME_WAITs of
+/// the last) from running out of them.
+pub async fn connect_from(source: Ipv4Addr, addr: &str) -> io::Result<TcpStream> {
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+    let target = addr
+        .to_socket_addrs()?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no IPv4 address for {addr}"),
+            )
+        })?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    // A port of an earlier run's connection may still be in TIME_WAIT.
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &SocketAddrV4::new(source, 0)).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("cannot bind {source}: {e}"),
+        )
+    })?;
+    match rustix::net::connect(&fd, &target) {
+        Ok(()) | Err(rustix::io::Errno::INPROGRESS) => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                io::Error::from(e).kind(),
+                format!("cannot connect to {addr}: {e}"),
+            ))
+        }
+    }
+    let stream = smol::Async::new(std::net::TcpStream::from(fd))?;
+    timeout(CONNECT_TIMEOUT, "connect", stream.writable()).await?;
+    if let Some(e) = stream.get_ref().take_error()? {
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot connect to {addr}: {e}"),
+        ));
+    }
+    let stream = TcpStream::from(stream);
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The `i`-th of `count` loopback source addresses: 127.0.0.1, 127.0.0.2, ...
+pub fn loopback_source(i: usize, count: usize) -> Ipv4Addr {
+    let host = 1 + (i % count.clamp(1, 250)) as u32;
+    Ipv4Addr::from(u32::from(Ipv4Addr::LOCALHOST) - 1 + host)
 }
 
 /// Whole seconds since the epoch, the base of every client time a run sends.
@@ -243,11 +301,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn connects_from_the_source_address_asked() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let source = Ipv4Addr::new(127, 0, 0, 3);
+        let stream = smol::block_on(connect_from(source, &addr)).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), source);
+        assert_eq!(stream.local_addr().unwrap(), peer);
+    }
+
+    #[test]
     fn client_times_increase_and_carry_into_seconds() {
         assert_eq!(client_time(100, 1), "100.000000001");
         assert_eq!(client_time(100, 1_000_000_001), "101.000000001");
         let mut out = Vec::new();
         push_iamat(&mut out, "c", 7, 42);
         assert_eq!(out, b"IAMAT c +34.068930-118.445127 7.000000042\n");
+        assert_eq!(loopback_source(0, 4), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(loopback_source(5, 4), Ipv4Addr::new(127, 0, 0, 2));
     }
 }
