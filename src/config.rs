@@ -53,6 +53,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// How often the state file is flushed to disk, if at all.
     pub fsync_interval: Option<Duration>,
+    /// How big each `NAME.log` may grow and how many rotated files are kept.
+    pub log_rotation: crate::log::Rotation,
 }
 
 /// A config error: the file, the line (0 when the file could not be read) and what is wrong.
@@ -101,9 +103,10 @@ impl Config {
             log_dir: relative("logs"),
             state_dir: None,
             fsync_interval: None,
+            log_rotation: crate::log::Rotation::default(),
         };
         let mut pending_links = Vec::new();
-        let mut seen = [false; 4];
+        let mut seen = [false; 6];
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
             let err = |message: String| ConfigError {
@@ -219,7 +222,24 @@ impl Config {
                     })?;
                     config.fsync_interval = Some(Duration::from_millis(ms));
                 }
-                ("log-dir" | "state-dir" | "fsync-interval", _) => {
+                ("log-max-bytes", [size]) => {
+                    once(4)?;
+                    config.log_rotation.max_bytes = parse_size(size).map_err(err)?;
+                }
+                ("log-keep", [n]) => {
+                    once(5)?;
+                    config.log_rotation.keep = n
+                        .parse()
+                        .ok()
+                        .filter(|&n| n <= crate::log::MAX_LOG_KEEP)
+                        .ok_or_else(|| {
+                            err(format!(
+                                "log-keep `{n}` is not a number of files from 0 to {}",
+                                crate::log::MAX_LOG_KEEP
+                            ))
+                        })?;
+                }
+                ("log-dir" | "state-dir" | "fsync-interval" | "log-max-bytes" | "log-keep", _) => {
                     return Err(err(format!("`{keyword}` takes exactly one argument")))
                 }
                 (other, _) => return Err(err(format!("unknown keyword `{other}`"))),
@@ -296,6 +316,15 @@ impl Config {
         }
         out += &format!("places: {places}\n");
         out += &format!("log-dir: {}\n", self.log_dir.display());
+        let rotation = self.log_rotation;
+        if rotation.max_bytes == 0 {
+            out += "log rotation: off (log-max-bytes 0; reopened on SIGHUP)\n";
+        } else {
+            out += &format!(
+                "log rotation: at {} bytes, {} old files kept (reopened on SIGHUP)\n",
+                rotation.max_bytes, rotation.keep
+            );
+        }
         match &self.state_dir {
             Some(dir) => out += &format!("state-dir: {}\n", dir.display()),
             None => out += "state-dir: none (state is kept in memory only)\n",
@@ -305,6 +334,29 @@ impl Config {
         }
         out
     }
+}
+
+/// Smallest nonzero `log-max-bytes`: below one batch of log lines every write would
+/// rotate.
+pub const MIN_LOG_MAX_BYTES: u64 = 64 << 10;
+
+/// `log-max-bytes`: bytes, or with a `K`, `M` or `G` suffix (powers of 1024); 0 (no
+/// rotation) or at least [`MIN_LOG_MAX_BYTES`].
+fn parse_size(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("log-max-bytes `{text}` is not 0 or a size of at least 64K (N, NK, NM or NG)");
+    let (digits, shift) = match text.as_bytes().last() {
+        Some(b'K' | b'k') => (&text[..text.len() - 1], 10),
+        Some(b'M' | b'm') => (&text[..text.len() - 1], 20),
+        Some(b'G' | b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(1 << shift).ok_or_else(bad)?;
+    if bytes != 0 && bytes < MIN_LOG_MAX_BYTES {
+        return Err(bad());
+    }
+    Ok(bytes)
 }
 
 /// Checks `HOST:PORT` with a numeric port; returns the port.
@@ -428,6 +480,59 @@ mod tests {
             words,
             ["B", "client", "10.0.0.2:70", "bus", "192.168.1.2:7000"]
         );
+    }
+
+    #[test]
+    fn log_rotation_keywords() {
+        let rotation =
+            |lines: &str| parse(&format!("server A 1:1\n{lines}")).map(|c| c.log_rotation);
+        let default = crate::log::Rotation::default();
+        assert_eq!(rotation(""), Ok(default));
+        assert_eq!(default.max_bytes, 64 << 20);
+        assert_eq!(default.keep, 4);
+        let set = |max_bytes, keep| Ok(crate::log::Rotation { max_bytes, keep });
+        assert_eq!(
+            rotation("log-max-bytes 64M\nlog-keep 2\n"),
+            set(64 << 20, 2)
+        );
+        assert_eq!(rotation("log-max-bytes 65536\n"), set(65536, 4));
+        assert_eq!(rotation("log-max-bytes 64k\n"), set(65536, 4));
+        assert_eq!(rotation("log-max-bytes 2G\nlog-keep 0\n"), set(2 << 30, 0));
+        assert_eq!(rotation("log-max-bytes 0\n"), set(0, 4));
+        assert_eq!(rotation("log-keep 1000\n"), set(64 << 20, 1000));
+        let bad = "log-max-bytes `{}` is not 0 or a size of at least 64K (N, NK, NM or NG)";
+        for size in ["65535", "63K", "1.5M", "-1", "M", "20000000000G", "64KB"] {
+            assert_eq!(
+                rotation(&format!("log-max-bytes {size}\n")).unwrap_err(),
+                format!("/etc/herd/herd.conf:2: {}", bad.replace("{}", size))
+            );
+        }
+        assert_eq!(
+            rotation("log-keep 1001\n").unwrap_err(),
+            "/etc/herd/herd.conf:2: log-keep `1001` is not a number of files from 0 to 1000"
+        );
+        assert_eq!(
+            rotation("log-keep 1\nlog-keep 2\n").unwrap_err(),
+            "/etc/herd/herd.conf:3: `log-keep` given twice"
+        );
+        assert_eq!(
+            rotation("log-max-bytes\n").unwrap_err(),
+            "/etc/herd/herd.conf:2: `log-max-bytes` takes exactly one argument"
+        );
+        let shown = |lines: &str| {
+            parse(&format!("server A 1:1\n{lines}"))
+                .unwrap()
+                .describe("p")
+        };
+        assert!(
+            shown("").contains(
+                "log rotation: at 67108864 bytes, 4 old files kept (reopened on SIGHUP)\n"
+            ),
+            "{}",
+            shown("")
+        );
+        assert!(shown("log-max-bytes 0\n")
+            .contains("log rotation: off (log-max-bytes 0; reopened on SIGHUP)\n"));
     }
 
     #[test]

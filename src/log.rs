@@ -2,12 +2,17 @@
 //! link event, timestamped. Connections format entries and hand them to one writer
 //! thread through a bounded channel, so logging never blocks a reply; a log that cannot
 //! be written is reported on stderr and service goes on.
+//!
+//! The writer thread also bounds the log: past [`Rotation::max_bytes`] it renames
+//! `NAME.log` to `NAME.log.1` (and `.1` to `.2`, ...), keeps [`Rotation::keep`] old files
+//! and notes in the new file what it removed. On SIGHUP (or [`Logger::reopen`]) it
+//! reopens `NAME.log`, so an outside logrotate can move the file away.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,16 +30,51 @@ pub const MAX_LOGGED_LINE: usize = 1024;
 /// there anyway, and scrubbing a short common word would mangle client IDs.
 pub const MIN_SCRUBBED_SECRET: usize = 8;
 
+/// Default [`Rotation::max_bytes`]: 64 MiB holds about 150,000 updates of a classic
+/// herd server (~450 bytes each), and 64 MiB × (1 + 4 kept) bounds a server's logs at
+/// 320 MiB, which a small disk can spare for five servers.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 64 << 20;
+
+/// Default [`Rotation::keep`]: enough history to look back over a busy stretch.
+pub const DEFAULT_LOG_KEEP: usize = 4;
+
+/// Most rotated files kept: the writer renames each one at every rotation.
+pub const MAX_LOG_KEEP: usize = 1000;
+
+/// How big a log may grow and how many rotated files are kept (herd.conf `log-max-bytes`
+/// and `log-keep`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Bytes a log file may hold before it is rotated; 0 never rotates (for an outside
+    /// logrotate). A file exceeds it only by a single batch larger than the bound.
+    pub max_bytes: u64,
+    /// Rotated files kept beside `NAME.log` (`NAME.log.1` the newest); 0 keeps none, so
+    /// the log starts over empty each time it fills.
+    pub keep: usize,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: DEFAULT_LOG_MAX_BYTES,
+            keep: DEFAULT_LOG_KEEP,
+        }
+    }
+}
+
 /// A handle for writing to a server's log; cheap to clone.
 #[derive(Clone)]
 pub struct Logger {
     tx: async_channel::Sender<Vec<u8>>,
     dropped: Arc<AtomicU64>,
+    reopen: Arc<AtomicBool>,
 }
 
-/// Owns the writer thread; `finish` flushes what is queued.
+/// Owns the writer thread (and the thread that turns SIGHUP into a reopen); `finish`
+/// flushes what is queued.
 pub struct LogWriter {
     thread: Option<JoinHandle<()>>,
+    hup: Option<(signal_hook::iterator::Handle, JoinHandle<()>)>,
 }
 
 impl LogWriter {
@@ -44,44 +84,83 @@ impl LogWriter {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        if let Some((handle, thread)) = self.hup.take() {
+            handle.close();
+            let _ = thread.join();
+        }
     }
 }
 
 impl Logger {
-    /// Opens (appending) `dir/NAME.log`, creating `dir` if missing, and starts the writer.
-    /// `secrets` are scrubbed from every line as a last line of defence. Failing to open
-    /// is reported on stderr; the server then runs with logging discarded.
+    /// [`Logger::open_with`] with the default [`Rotation`].
     pub fn open(dir: &Path, name: &str, secrets: Vec<String>) -> (Logger, LogWriter) {
-        let path = dir.join(format!("{name}.log"));
-        let file = std::fs::create_dir_all(dir)
-            .and_then(|()| OpenOptions::new().create(true).append(true).open(&path));
-        let file = match file {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!(
-                    "herd {name}: cannot open log {}: {e}; logging is off",
-                    path.display()
-                );
-                None
-            }
-        };
-        Logger::start(file, path, secrets)
+        Logger::open_with(dir, name, secrets, Rotation::default())
     }
 
-    fn start(file: Option<File>, path: PathBuf, secrets: Vec<String>) -> (Logger, LogWriter) {
+    /// Opens (appending) `dir/NAME.log`, creating `dir` if missing, and starts the writer,
+    /// which rotates the file as `rotation` says and reopens it on SIGHUP. `secrets` are
+    /// scrubbed from every line as a last line of defence. Failing to open is reported
+    /// on stderr; the server then runs with logging discarded until a reopen succeeds.
+    pub fn open_with(
+        dir: &Path,
+        name: &str,
+        secrets: Vec<String>,
+        rotation: Rotation,
+    ) -> (Logger, LogWriter) {
+        let path = dir.join(format!("{name}.log"));
+        // A folder that cannot be made shows as the file failing to open, said once.
+        let _ = std::fs::create_dir_all(dir);
+        let sink = Sink::open(path, rotation);
         let (tx, rx) = async_channel::bounded::<Vec<u8>>(LOG_QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let counter = dropped.clone();
+        let logger = Logger {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+            reopen: Arc::new(AtomicBool::new(false)),
+        };
         let secrets: Vec<Vec<u8>> = secrets
             .into_iter()
             .filter(|s| s.len() >= MIN_SCRUBBED_SECRET)
             .map(String::into_bytes)
             .collect();
+        let (dropped, reopen) = (logger.dropped.clone(), logger.reopen.clone());
         let thread = std::thread::Builder::new()
             .name("herd-log".into())
-            .spawn(move || write_loop(file, &path, &rx, &counter, &secrets))
+            .spawn(move || write_loop(sink, &rx, &dropped, &reopen, &secrets))
             .ok();
-        (Logger { tx, dropped }, LogWriter { thread })
+        let hup = logger.reopen_on_sighup();
+        (logger, LogWriter { thread, hup })
+    }
+
+    /// Starts the thread that turns each SIGHUP into [`Logger::reopen`]. It blocks in
+    /// signal-hook's self-pipe read, so it costs no wake-up until a signal comes; every
+    /// log of the process gets its own registration.
+    fn reopen_on_sighup(&self) -> Option<(signal_hook::iterator::Handle, JoinHandle<()>)> {
+        let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("herd: cannot handle SIGHUP ({e}); the log is not reopened on it");
+                return None;
+            }
+        };
+        let handle = signals.handle();
+        let logger = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("herd-log-hup".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    logger.reopen();
+                }
+            })
+            .ok()?;
+        Some((handle, thread))
+    }
+
+    /// Asks the writer to close and reopen `NAME.log` before it writes again (what
+    /// SIGHUP does), so a log moved away by logrotate is followed by a fresh one.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        // An empty batch wakes the writer; if the queue is full it wakes anyway.
+        let _ = self.tx.try_send(Vec::new());
     }
 
     /// Starts an entry; add lines to it and `send` it.
@@ -173,29 +252,28 @@ impl std::fmt::Write for Hex<'_> {
 }
 
 fn write_loop(
-    mut file: Option<File>,
-    path: &Path,
+    mut sink: Sink,
     rx: &async_channel::Receiver<Vec<u8>>,
     dropped: &AtomicU64,
+    reopen: &AtomicBool,
     secrets: &[Vec<u8>],
 ) {
     let finders: Vec<memchr::memmem::Finder<'_>> =
         secrets.iter().map(memchr::memmem::Finder::new).collect();
-    let mut failing = false;
     let mut batch = Vec::new();
     while let Ok(first) = rx.recv_blocking() {
         batch.clear();
         batch.extend_from_slice(&first);
         while let Ok(more) = rx.try_recv() {
             batch.extend_from_slice(&more);
-            if batch.len() > 1 << 20 {
+            if batch.len() > MAX_BATCH {
                 break;
             }
         }
         let lost = dropped.swap(0, Ordering::Relaxed);
         if lost > 0 {
             let note = format!(
-                "{} log - - {lost} log entries dropped: the log writer fell behind\n",
+                "{} log - {lost} log entries dropped: the log writer fell behind\n",
                 timestamp(SystemTime::now())
             );
             batch.extend_from_slice(note.as_bytes());
@@ -203,21 +281,142 @@ fn write_loop(
         for secret in &finders {
             redact(&mut batch, secret);
         }
-        let Some(f) = file.as_mut() else { continue };
-        match f.write_all(&batch) {
-            Ok(()) if failing => {
-                failing = false;
-                eprintln!("herd: log {} is writable again", path.display());
+        if reopen.swap(false, Ordering::AcqRel) {
+            sink.reopen();
+        }
+        if !batch.is_empty() {
+            sink.write(&batch);
+        }
+    }
+}
+
+/// Most bytes the writer gathers into one write: large enough that a busy server's
+/// log costs few syscalls, small enough to hold in memory twice over.
+const MAX_BATCH: usize = 1 << 20;
+
+/// The open log file, its size, and what rotation has removed so far.
+struct Sink {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    rotation: Rotation,
+    /// Bytes and files rotation has deleted since the server started.
+    removed: (u64, u64),
+    /// Whether the last write or rotation failed (said once on stderr per run of failures).
+    failing: bool,
+}
+
+impl Sink {
+    fn open(path: PathBuf, rotation: Rotation) -> Sink {
+        let mut sink = Sink {
+            path,
+            file: None,
+            size: 0,
+            rotation,
+            removed: (0, 0),
+            failing: false,
+        };
+        sink.reopen();
+        sink
+    }
+
+    /// (Re)opens `NAME.log` for appending; its size counts towards the bound.
+    fn reopen(&mut self) {
+        self.file = None;
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(file) => {
+                self.size = file.metadata().map_or(0, |m| m.len());
+                self.file = Some(file);
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
-                eprintln!(
-                    "herd: cannot write log {}: {e}; service goes on",
-                    path.display()
-                );
+            Err(e) => self.trouble(&format!("cannot open log {}: {e}", self.path.display())),
+        }
+    }
+
+    /// Appends `batch`, rotating first if it would take the file past the bound.
+    fn write(&mut self, batch: &[u8]) {
+        let bound = self.rotation.max_bytes;
+        if bound > 0 && self.size > 0 && self.size + batch.len() as u64 > bound {
+            self.rotate();
+        }
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        match file.write_all(batch) {
+            Ok(()) => {
+                self.size += batch.len() as u64;
+                if std::mem::take(&mut self.failing) {
+                    eprintln!("herd: log {} is writable again", self.path.display());
+                }
             }
-            Err(_) => {}
+            Err(e) => self.trouble(&format!(
+                "cannot write log {}: {e}; service goes on",
+                self.path.display()
+            )),
+        }
+    }
+
+    /// `NAME.log.(keep-1)` → `NAME.log.keep`, ..., `NAME.log` → `NAME.log.1`, dropping
+    /// what falls off the end, then a fresh `NAME.log` that starts with a note of it.
+    fn rotate(&mut self) {
+        self.file = None;
+        let keep = self.rotation.keep;
+        let numbered = |n: usize| {
+            let mut name = self.path.clone().into_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        };
+        let oldest = if keep == 0 {
+            self.path.clone()
+        } else {
+            numbered(keep)
+        };
+        let (mut bytes, mut files) = (0, 0);
+        if let Ok(meta) = std::fs::metadata(&oldest) {
+            if std::fs::remove_file(&oldest).is_ok() {
+                (bytes, files) = (meta.len(), 1);
+            }
+        }
+        let mut moved = Ok(());
+        for n in (1..keep).rev() {
+            match std::fs::rename(numbered(n), numbered(n + 1)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => moved = Err(e),
+                _ => {}
+            }
+        }
+        if keep > 0 {
+            moved = moved.and(std::fs::rename(&self.path, numbered(1)));
+        }
+        self.removed.0 += bytes;
+        self.removed.1 += files;
+        self.reopen();
+        if let Err(e) = moved {
+            self.trouble(&format!(
+                "cannot rotate log {}: {e}; it grows past log-max-bytes",
+                self.path.display()
+            ));
+        }
+        let note = format!(
+            "{} log - rotated at {} bytes, keeping {keep} old files: removed {bytes} bytes in {files} files now, {} bytes in {} files since start\n",
+            timestamp(SystemTime::now()),
+            self.rotation.max_bytes,
+            self.removed.0,
+            self.removed.1,
+        );
+        if let Some(file) = self.file.as_mut() {
+            if file.write_all(note.as_bytes()).is_ok() {
+                self.size += note.len() as u64;
+            }
+        }
+    }
+
+    /// Says on stderr what went wrong, once per run of failures.
+    fn trouble(&mut self, message: &str) {
+        if !std::mem::replace(&mut self.failing, true) {
+            eprintln!("herd: {message}");
         }
     }
 }
@@ -315,6 +514,148 @@ mod tests {
         let mut text = b"nothing here".to_vec();
         redact(&mut text, &memchr::memmem::Finder::new(b"sekrit"));
         assert_eq!(text, b"nothing here");
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("herd-log-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Numbered lines `line N` in a log's text, notes left out.
+    fn numbers(text: &str) -> Vec<usize> {
+        text.lines()
+            .filter_map(|l| l.split_once(" line ").map(|(_, n)| n.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn rotation_keeps_the_bound_and_the_newest_lines() {
+        let dir = temp_dir("rotate");
+        let path = dir.join("R.log");
+        let rotation = Rotation {
+            max_bytes: 1000,
+            keep: 2,
+        };
+        let mut sink = Sink::open(path.clone(), rotation);
+        let mut written = 0;
+        for n in 0..200 {
+            let line = format!("{} in client line {n}\n", timestamp(SystemTime::now()));
+            written += line.len() as u64;
+            sink.write(line.as_bytes());
+        }
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let old = |n: usize| dir.join(format!("R.log.{n}"));
+        assert!(old(1).exists() && old(2).exists() && !old(3).exists());
+        let files = [old(2), old(1), path.clone()];
+        let texts: Vec<String> = files.iter().map(|p| read(p)).collect();
+        for (p, text) in files.iter().zip(&texts) {
+            assert!(
+                text.len() <= 1000,
+                "{} holds {} bytes",
+                p.display(),
+                text.len()
+            );
+        }
+        // Kept lines run without a gap up to the last one written.
+        let kept: Vec<usize> = texts.iter().flat_map(|t| numbers(t)).collect();
+        assert_eq!(kept.last(), Some(&199));
+        assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "{kept:?}");
+        assert!(kept.len() > 20);
+        // The newest file starts with the note of what the last rotation removed.
+        let note = texts[2].lines().next().unwrap();
+        assert!(
+            note.contains(" log - rotated at 1000 bytes, keeping 2 old files: removed "),
+            "{note}"
+        );
+        // What the notes say was removed is what was written and is no longer on disk.
+        let (_, since) = note.split_once(" now, ").unwrap();
+        let since: Vec<u64> = since.split(' ').filter_map(|w| w.parse().ok()).collect();
+        let (bytes, files) = (since[0], since[1]);
+        let rotations = files + 2;
+        let on_disk: u64 = texts.iter().map(|t| t.len() as u64).sum();
+        let notes = rotations * note.len() as u64;
+        let lost = (written + notes).abs_diff(on_disk + bytes);
+        // Notes differ from the newest one only in their counts' digits.
+        assert!(
+            lost < 8 * rotations,
+            "{bytes} bytes in {files} files, {lost}"
+        );
+        assert!(files >= 5, "{files}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn keeping_no_files_starts_the_log_over() {
+        let dir = temp_dir("keep0");
+        let path = dir.join("R.log");
+        let mut sink = Sink::open(
+            path.clone(),
+            Rotation {
+                max_bytes: 500,
+                keep: 0,
+            },
+        );
+        for n in 0..100 {
+            sink.write(format!("T in client line {n}\n").as_bytes());
+        }
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["R.log"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("T in client line 99\n"), "{text}");
+        assert!(text.contains("keeping 0 old files: removed "), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn no_bound_means_no_rotation() {
+        let dir = temp_dir("unbounded");
+        let mut sink = Sink::open(
+            dir.join("R.log"),
+            Rotation {
+                max_bytes: 0,
+                keep: 4,
+            },
+        );
+        for n in 0..100 {
+            sink.write(format!("T in client line {n}\n").as_bytes());
+        }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reopen_follows_a_log_moved_away() {
+        let dir = temp_dir("reopen");
+        let path = dir.join("R.log");
+        let (log, writer) = Logger::open(&dir, "R", vec![]);
+        log.event("in", "client", "before the move");
+        wait_for(&path, "before the move");
+        std::fs::rename(&path, dir.join("R.log.moved")).unwrap();
+        log.reopen();
+        log.event("in", "client", "after the move");
+        writer.finish(&log);
+        let moved = std::fs::read_to_string(dir.join("R.log.moved")).unwrap();
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert!(moved.contains("before the move") && !moved.contains("after the move"));
+        assert!(fresh.contains("after the move") && !fresh.contains("before the move"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Waits (at most 10 s) until the file at `path` contains `needle`.
+    fn wait_for(path: &Path, needle: &str) -> String {
+        for _ in 0..500 {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} never said {needle}", path.display());
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub async fn run(
         .into_iter()
         .flatten()
         .collect();
-    let (logger, writer): (Logger, LogWriter) = log::Logger::open(&config.log_dir, name, hidden);
+    let (logger, writer): (Logger, LogWriter) =
+        log::Logger::open_with(&config.log_dir, name, hidden, config.log_rotation);
     let local = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let client_limit = client_limit();
     logger.event(

@@ -21,6 +21,7 @@ pub fn run(config: &Config, config_path: &Path) -> i32 {
         let mut signals = match async_signal::Signals::new([
             async_signal::Signal::Term,
             async_signal::Signal::Int,
+            async_signal::Signal::Hup,
         ]) {
             Ok(s) => s,
             Err(e) => {
@@ -56,10 +57,11 @@ pub fn run(config: &Config, config_path: &Path) -> i32 {
                 }
             };
             println!(
-                "herd up: started {} (pid {}) on {}",
+                "herd up: started {} (pid {}) on {}, bus {}",
                 server.name,
                 child.id(),
-                server.addr
+                server.addr,
+                server.bus
             );
             pids.push(Pid::from_raw(child.id() as i32));
             if let Some(out) = child.stdout.take() {
@@ -84,7 +86,18 @@ pub fn run(config: &Config, config_path: &Path) -> i32 {
                         smol::Timer::after(STOP_GRACE).await;
                         return Some(None);
                     }
-                    signals.next().await.map(|_| None)
+                    loop {
+                        match signals.next().await {
+                            // SIGHUP: every server reopens its log (logrotate).
+                            Some(Ok(async_signal::Signal::Hup)) => {
+                                for pid in pids.iter().flatten() {
+                                    let _ = kill_process(*pid, Signal::HUP);
+                                }
+                            }
+                            Some(_) => return Some(None),
+                            None => return None,
+                        }
+                    }
                 })
                 .await;
             match event {
