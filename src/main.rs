@@ -11,8 +11,11 @@ use std::process::ExitCode;
 #[derive(FromArgs)]
 /// herd: a proxy herd of location servers (IAMAT / WHATSAT).
 struct Args {
+    #[argh(switch)]
+    /// print the version and exit
+    version: bool,
     #[argh(subcommand)]
-    command: Subcommand,
+    command: Option<Subcommand>,
 }
 
 #[derive(FromArgs)]
@@ -21,6 +24,7 @@ enum Subcommand {
     Serve(Serve),
     Up(Up),
     Check(Check),
+    Status(Status),
 }
 
 #[derive(FromArgs)]
@@ -53,12 +57,30 @@ struct Check {
     config: PathBuf,
 }
 
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+/// ask every server of the herd how it is; exit 0 only if all are up with every link up
+struct Status {
+    #[argh(option, default = "PathBuf::from(\"herd.conf\")")]
+    /// the herd's config file (default: ./herd.conf)
+    config: PathBuf,
+    #[argh(switch)]
+    /// print one JSON document instead of a table
+    json: bool,
+}
+
 fn main() -> ExitCode {
     let args: Args = argh::from_env();
     let result = match args.command {
-        Subcommand::Serve(s) => serve(&s.config, &s.name),
-        Subcommand::Up(u) => load(&u.config).map(|c| herd::up::run(&c, &u.config)),
-        Subcommand::Check(c) => check(&c.config),
+        _ if args.version => {
+            println!("herd {}", env!("CARGO_PKG_VERSION"));
+            Ok(0)
+        }
+        None => Err("a command is needed: serve, up, check or status (see herd --help)".into()),
+        Some(Subcommand::Serve(s)) => serve(&s.config, &s.name),
+        Some(Subcommand::Up(u)) => load(&u.config).map(|c| herd::up::run(&c, &u.config)),
+        Some(Subcommand::Check(c)) => check(&c.config),
+        Some(Subcommand::Status(s)) => status(&s.config, s.json),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
@@ -80,6 +102,22 @@ fn check(path: &Path) -> Result<i32, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     print!("{}", config.describe(&places.describe()));
     Ok(0)
+}
+
+fn status(path: &Path, json: bool) -> Result<i32, String> {
+    let config = load(path)?;
+    let secret = Secrets::from_env().herd_secret.unwrap_or_default();
+    let outcomes = herd::status::query_all(&config, secret.as_bytes());
+    if json {
+        println!("{}", herd::status::to_json(&config, &outcomes));
+    } else {
+        print!("{}", herd::status::table(&config, &outcomes));
+    }
+    Ok(if herd::status::healthy(&outcomes) {
+        0
+    } else {
+        1
+    })
 }
 
 fn serve(path: &Path, name: &str) -> Result<i32, String> {
