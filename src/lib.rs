@@ -12,11 +12,13 @@
 //! links to other servers, with messages from [`wire`] and proofs from [`handshake`];
 //! [`status`] asks a herd how it is; [`places`] answers "what is nearby"; [`log`] writes
 //! every line in and out; [`shutdown`] holds the stop and timeout helpers; [`up`] runs a
-//! whole herd as child processes.
+//! whole herd as child processes. Clients and links share one read → log → decide →
+//! persist → flood loop, in `batch`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
 
+mod batch;
 pub mod config;
 pub mod handshake;
 pub mod lines;

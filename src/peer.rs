@@ -9,9 +9,10 @@
 //! else anything, and heavy but healthy traffic never cuts a link. A peer that stops
 //! reading is still cut, by `PEER_WRITE_TIMEOUT` and TCP's user timeout.
 
+use crate::batch;
 use crate::handshake::{self, Role, Transcript};
 use crate::lines::{Line, LineReader};
-use crate::log::Logger;
+use crate::log::{Entry, Logger};
 use crate::protocol::{strip_terminator, MAX_AT_LINE};
 use crate::replica::{Batch, Feed, Replica};
 use crate::shutdown::{timeout, Alive};
@@ -523,42 +524,68 @@ async fn write_loop(bus: &Bus, i: usize, mut stream: TcpStream, start: u64) -> S
     }
 }
 
-/// The link's reader: applies the peer's updates and notes its offsets. A line that is
-/// not a valid update is logged and dropped; only a failed read ends the link.
-async fn read_loop(bus: &Bus, i: usize, mut stream: TcpStream, mut reader: LineReader) -> String {
+/// The link's reader, on the shared batch loop: applies the peer's updates and notes
+/// its offsets. A line that is not a valid update is logged and dropped; only a failed
+/// read ends the link.
+async fn read_loop(bus: &Bus, i: usize, mut stream: TcpStream, mut lines: LineReader) -> String {
     let who = bus.who(i);
-    let name = &bus.links[i].name;
-    let mut batch = Batch::default();
-    loop {
-        let mut entry = bus.log.entry();
-        while let Some(line) = reader.next_line() {
-            let line = match line {
-                Line::Full(l) => strip_terminator(l),
-                Line::TooLong(prefix) => {
-                    entry.line("in", &who, prefix);
-                    let why = format!("line longer than {MAX_PEER_LINE} bytes");
-                    entry.line("dropped", &who, why.as_bytes());
-                    continue;
-                }
-            };
-            entry.line("in", &who, line);
-            match Message::parse(line) {
-                Some(Message::Update(text)) => match Report::from_line(text) {
-                    Some(report) => {
-                        bus.replica.decide(report, origin(i), &mut batch);
-                    }
-                    None => entry.line("dropped", &who, b"not a valid AT line"),
-                },
-                Some(Message::Offset(cursor)) => bus.replica.note_cursor(name, cursor, &mut batch),
-                _ => entry.line("dropped", &who, b"not a bus message"),
+    let mut link = LinkLines { bus, i, who: &who };
+    batch::run(
+        &mut stream,
+        &mut lines,
+        &bus.replica,
+        &bus.log,
+        None,
+        &mut link,
+    )
+    .await
+}
+
+/// A link's side of the batch loop.
+struct LinkLines<'a> {
+    bus: &'a Bus,
+    i: usize,
+    who: &'a str,
+}
+
+impl batch::Handler for LinkLines<'_> {
+    const CLOSED: &'static str = "closed by peer";
+
+    fn who(&self) -> &str {
+        self.who
+    }
+
+    async fn line(&mut self, line: Line<'_>, batch: &mut Batch, entry: &mut Entry) -> bool {
+        let (bus, who) = (self.bus, self.who);
+        let line = match line {
+            Line::Full(line) => line,
+            Line::TooLong(_) => {
+                let why = format!("line longer than {MAX_PEER_LINE} bytes");
+                entry.line("dropped", who, why.as_bytes());
+                return true;
             }
+        };
+        match Message::parse(line) {
+            Some(Message::Update(text)) => match Report::from_line(text) {
+                Some(report) => {
+                    bus.replica.decide(report, origin(self.i), batch);
+                }
+                None => entry.line("dropped", who, b"not a valid AT line"),
+            },
+            Some(Message::Offset(cursor)) => {
+                bus.replica
+                    .note_cursor(&bus.links[self.i].name, cursor, batch)
+            }
+            _ => entry.line("dropped", who, b"not a bus message"),
         }
-        bus.replica.commit(&mut batch).await;
-        bus.log.send(entry);
-        match reader.fill(&mut stream).await {
-            Ok(0) => return "closed by peer".into(),
-            Ok(_) => {}
-            Err(e) => return format!("read failed: {e}"),
-        }
+        true
+    }
+
+    async fn finish(&mut self, _entry: &mut Entry) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn stopped(&mut self) -> String {
+        "stopped".into()
     }
 }

@@ -2,6 +2,7 @@
 //! port for peer links and status queries (SPEC §5), each with its own bound; every
 //! client command answered in order; and an orderly stop.
 
+use crate::batch;
 use crate::config::Config;
 use crate::lines::{Line, LineReader};
 use crate::log::{self, Entry, LogWriter, Logger};
@@ -299,55 +300,72 @@ fn now_ns() -> i128 {
     }
 }
 
-/// Serves one client connection: each batch of lines read is decided, made durable
-/// and flooded, then answered in order.
+/// Serves one client connection with the shared batch loop: each batch of lines read
+/// is decided, made durable and flooded, then answered in order.
 async fn serve_client(node: &Node, mut stream: TcpStream, who: String, alive: Alive) {
     let _ = stream.set_nodelay(true);
     node.log.event("open", &who, "");
-    let mut reader = LineReader::new();
-    let mut out = Vec::with_capacity(256);
-    let mut batch = Batch::default();
-    let why = loop {
-        let Some(read) = alive.unless_stopped(reader.fill(&mut stream)).await else {
-            break "server stopping".to_string();
-        };
-        let mut entry = node.log.entry();
-        let mut too_long = false;
-        while let Some(line) = reader.next_line() {
-            let line = match line {
-                Line::Full(l) => protocol::strip_terminator(l),
-                Line::TooLong(prefix) => {
-                    entry.line("in", &who, prefix);
-                    let start = out.len();
-                    protocol::format_invalid(prefix, &mut out);
-                    entry.lines("out", &who, &out[start..]);
-                    too_long = true;
-                    break;
-                }
-            };
-            entry.line("in", &who, line);
-            answer(node, line, &mut out, &mut batch, (&mut entry, &who)).await;
-        }
-        // Durable, then flooded, then the reply: a client that does not read its
-        // replies never holds up its updates.
-        node.replica.commit(&mut batch).await;
-        let written = write_replies(&mut stream, &out).await;
-        node.log.send(entry);
-        out.clear();
-        if let Err(why) = written {
-            break why;
-        }
-        if too_long {
-            Box::pin(drain(&mut stream)).await;
-            break format!("line longer than {} bytes", crate::lines::MAX_LINE);
-        }
-        match read {
-            Ok(0) => break "closed by client".to_string(),
-            Ok(_) => {}
-            Err(e) => break format!("read failed: {e}"),
-        }
+    let mut lines = LineReader::new();
+    let mut client = ClientLines {
+        node,
+        who: &who,
+        out: Vec::with_capacity(256),
+        stream: stream.clone(),
     };
+    let (replica, log) = (&node.replica, &node.log);
+    let why = batch::run(
+        &mut stream,
+        &mut lines,
+        replica,
+        log,
+        Some(&alive),
+        &mut client,
+    )
+    .await;
     node.log.event("close", &who, &why);
+}
+
+/// A client connection's side of the batch loop: answers each command into `out`,
+/// writes the replies once the batch is durable and flooded.
+struct ClientLines<'a> {
+    node: &'a Node,
+    who: &'a str,
+    out: Vec<u8>,
+    stream: TcpStream,
+}
+
+impl batch::Handler for ClientLines<'_> {
+    const CLOSED: &'static str = "closed by client";
+
+    fn who(&self) -> &str {
+        self.who
+    }
+
+    async fn line(&mut self, line: Line<'_>, batch: &mut Batch, entry: &mut Entry) -> bool {
+        match line {
+            Line::Full(line) => {
+                answer(self.node, line, &mut self.out, batch, (entry, self.who)).await;
+                true
+            }
+            Line::TooLong(prefix) => {
+                let start = self.out.len();
+                protocol::format_invalid(prefix, &mut self.out);
+                entry.lines("out", self.who, &self.out[start..]);
+                false
+            }
+        }
+    }
+
+    async fn finish(&mut self, _entry: &mut Entry) -> Result<(), String> {
+        let written = write_replies(&mut self.stream, &self.out).await;
+        self.out.clear();
+        written
+    }
+
+    async fn stopped(&mut self) -> String {
+        Box::pin(drain(&mut self.stream)).await;
+        format!("line longer than {} bytes", crate::lines::MAX_LINE)
+    }
 }
 
 /// Writes a batch of replies, giving a client that reads nothing `CLIENT_WRITE_TIMEOUT`.
