@@ -11,8 +11,6 @@ mod builtin;
 mod file;
 mod index;
 
-pub use file::{ID_KEYS, NAME_KEYS, TYPE_KEYS};
-
 use index::Index;
 use serde_json::{Map, Value};
 use std::path::Path;

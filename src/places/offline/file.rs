@@ -22,15 +22,15 @@ use std::collections::HashMap;
 /// Properties a feature's `name` is taken from, the first one present: OpenStreetMap's
 /// `name` (the local name), then its English and official names. Fixed, so that herd.conf
 /// keeps one argument per `places` line.
-pub const NAME_KEYS: [&str; 3] = ["name", "name:en", "official_name"];
+const NAME_KEYS: [&str; 3] = ["name", "name:en", "official_name"];
 
 /// Where a feature's `place_id` is taken from when the feature has no `id` member: the
 /// properties Overpass (`@id`), osm2pgsql and GIS exports (`osm_id`, `id`) write.
-pub const ID_KEYS: [&str; 3] = ["@id", "osm_id", "id"];
+const ID_KEYS: [&str; 3] = ["@id", "osm_id", "id"];
 
 /// OpenStreetMap keys whose values become a feature's `types`, in this order
 /// (`amenity=cafe` gives `"cafe"`; a value of `yes` gives the key itself, `"shop"`).
-pub const TYPE_KEYS: [&str; 14] = [
+const TYPE_KEYS: [&str; 14] = [
     "amenity",
     "shop",
     "tourism",
@@ -105,14 +105,14 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Offline, String> {
     let mut places = Vec::with_capacity(elements.len());
     for (i, element) in elements.into_iter().enumerate() {
         let at = offset_in(text, element.get());
-        let where_ = |what: &str| {
+        let located = |what: &str| {
             let (line, _) = line_column(bytes, at);
             format!("{line}: {label}[{i}]: {what}")
         };
         // Deeper than serde_json's recursion limit is the only error left here.
         let value: Value = serde_json::from_str(element.get()).map_err(|e| {
             let message = e.to_string();
-            where_(message.split(" at line ").next().unwrap_or(&message))
+            located(message.split(" at line ").next().unwrap_or(&message))
         })?;
         let checked = if geojson {
             feature(value)
@@ -122,7 +122,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Offline, String> {
         match checked {
             Ok(Some(place)) => places.push(place),
             Ok(None) => {}
-            Err(what) => return Err(where_(&what)),
+            Err(what) => return Err(located(&what)),
         }
     }
     if u32::try_from(places.len()).is_err() {
