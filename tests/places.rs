@@ -308,3 +308,69 @@ fn an_answer_nested_past_the_depth_bound_is_refused() {
     let (value, _) = whatsat(&herd, 5);
     assert_eq!(value["status"], "OK");
 }
+
+#[test]
+fn a_geojson_file_of_osm_points_answers_nearest_first_with_names_and_types() {
+    let sample =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/osm-helsinki-sample.geojson");
+    let herd = Herd::start(
+        &["A"],
+        &[],
+        &format!("places offline {}\n", sample.display()),
+    );
+    let mut c = herd.client("A");
+    // Senate Square, Helsinki.
+    c.send("IAMAT tourist +60.170833+24.9525 1\n");
+    let at = c.line();
+    c.send("WHATSAT tourist 0.1 5\n");
+    assert_eq!(c.line(), at);
+    let value: serde_json::Value = serde_json::from_str(&c.read_json_reply()).expect("JSON");
+    assert_eq!(value["status"], "OK", "{value}");
+    let results = value["results"].as_array().expect("results");
+    let summary: Vec<(&str, &str, String)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().expect("name"),
+                r["place_id"].as_str().expect("place_id"),
+                r["types"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "Tuomiokirkon krypta",
+                "node/4371604494",
+                r#"["attraction"]"#.into()
+            ),
+            (
+                "Johan Vilhelm Snellman",
+                "node/2636487758",
+                r#"["memorial"]"#.into()
+            ),
+            (
+                "Kuparikonstruktio, Suomen Pankin suihkukaivo",
+                "node/5297663637",
+                r#"["artwork"]"#.into()
+            ),
+            (
+                "Suomen Pankin rahamuseo",
+                "node/606949807",
+                r#"["museum"]"#.into()
+            ),
+            (
+                "Kaksitoista apostolia",
+                "node/5297652324",
+                r#"["artwork"]"#.into()
+            ),
+        ]
+    );
+    assert_eq!(results[3]["vicinity"], "Snellmaninkatu 2, Helsinki");
+    assert_eq!(
+        results[0]["geometry"]["location"],
+        serde_json::json!({"lat": 60.170682, "lng": 24.9521142})
+    );
+    herd.wait_log("A", "places: offline");
+}

