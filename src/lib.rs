@@ -18,6 +18,7 @@ pub mod log;
 pub mod peer;
 pub mod places;
 pub mod protocol;
+pub mod secure;
 pub mod server;
 pub mod state;
 pub mod store;
