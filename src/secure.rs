@@ -54,12 +54,12 @@ const HANDSHAKE_MESSAGE: usize = 32 + TAG_BYTES;
 /// `handshake` sends (those start with `herd-v1`) or one made for any other purpose.
 const PSK_LABEL: &[u8] = b"herd-noise-psk-v1\n";
 
-/// Which side of the Noise handshake this is: the dialer initiates.
+/// Which side of the Noise handshake this is (see [`handshake`] for which to choose).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The server that dialed: sends the first handshake message.
+    /// Sends the first handshake message.
     Initiator,
-    /// The server that accepted: answers it.
+    /// Answers it.
     Responder,
 }
 
@@ -127,9 +127,13 @@ pub fn derive_psk(secret: &[u8], prologue: &[u8]) -> [u8; 32] {
 /// the receiving and sending halves of the session.
 ///
 /// `prologue` must be the same bytes on both sides (the plaintext handshake's names and
-/// nonces); `psk` usually comes from [`derive_psk`]. A failure on one side shows on the
-/// other as a closed stream once the failing side drops it. Reads at most two frames of
-/// [`HANDSHAKE_MESSAGE`] bytes and never waits forever only if the caller adds a timeout.
+/// nonces); `psk` usually comes from [`derive_psk`]. Reads exactly the handshake's bytes
+/// (one 2-byte length and 48-byte message), never more, so the first transport frame is
+/// left in `stream`; but a line reader used before must not have buffered any Noise bytes
+/// either: make the side that read the last plaintext line the [`Role::Initiator`] (the
+/// other side then sends nothing until it has spoken). A failure on one side shows on
+/// the other as a closed stream once the failing side drops it. No timeout of its own:
+/// the caller bounds it.
 pub async fn handshake<S>(
     stream: &mut S,
     role: Role,
