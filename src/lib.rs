@@ -27,6 +27,7 @@ pub mod peer;
 pub mod places;
 pub mod protocol;
 pub mod replica;
+pub mod secure;
 pub mod server;
 mod shutdown;
 pub mod state;
