@@ -81,6 +81,16 @@ impl Transcript<'_> {
         hex(&m.finalize().into_bytes())
     }
 
+    /// The bytes the link's Noise session binds as its prologue (SPEC §5, with
+    /// `HERD_SECRET`): both names and both nonces, so the encrypted session belongs to
+    /// exactly this handshake.
+    pub fn prologue(&self) -> String {
+        format!(
+            "herd-v1\n{}\n{}\n{}\n{}",
+            self.dialer, self.acceptor, self.nonce_d, self.nonce_a
+        )
+    }
+
     /// Checks `role`'s proof in constant time.
     pub fn verify(&self, secret: &[u8], role: Role, proof: &str) -> bool {
         let want = self.proof(secret, role);

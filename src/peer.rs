@@ -15,6 +15,7 @@ use crate::lines::{Line, LineReader};
 use crate::log::{Entry, Logger};
 use crate::protocol::{strip_terminator, MAX_AT_LINE};
 use crate::replica::{Batch, Feed, Replica};
+use crate::secure::{self, Sealer, SecureReader};
 use crate::shutdown::{timeout, Alive};
 use crate::status;
 use crate::store::{Origin, Report};
@@ -22,8 +23,10 @@ use crate::wire::{Cursor, Message};
 use async_net::TcpStream;
 use futures_lite::{future, AsyncRead, AsyncWriteExt};
 use smol::Timer;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Longest line on a link, terminator included: any AT line a server can form
@@ -198,10 +201,93 @@ pub(crate) async fn dial_loop(bus: Arc<Bus>, i: usize, alive: Alive) {
     }
 }
 
-/// A connection past the handshake.
+/// A connection past the handshake: what reads it (decrypting, with `HERD_SECRET`),
+/// and what seals what is written to it.
 struct Conn {
     stream: TcpStream,
-    reader: LineReader,
+    input: Input,
+    lines: LineReader,
+    sealer: Option<Sealer>,
+}
+
+/// A link's incoming bytes: plain, or opened from Noise frames.
+enum Input {
+    Plain(TcpStream),
+    Secure(Box<SecureReader<TcpStream>>),
+}
+
+impl AsyncRead for Input {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Input::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Input::Secure(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Conn {
+    /// After the proofs: with a secret, the Noise handshake (SPEC §5), whose prologue
+    /// binds both names and both nonces; without, the plain connection. The acceptor,
+    /// which read the last plaintext line, initiates, so no Noise byte can sit in a
+    /// line buffer.
+    async fn secure(
+        mut stream: TcpStream,
+        lines: LineReader,
+        secret: &[u8],
+        transcript: &Transcript<'_>,
+        role: secure::Role,
+    ) -> Result<Conn, String> {
+        if secret.is_empty() {
+            return Ok(Conn {
+                input: Input::Plain(stream.clone()),
+                stream,
+                lines,
+                sealer: None,
+            });
+        }
+        let prologue = transcript.prologue();
+        let psk = secure::derive_psk(secret, prologue.as_bytes());
+        let shaken = timeout(
+            HANDSHAKE_TIMEOUT,
+            secure::handshake(&mut stream, role, &psk, prologue.as_bytes()),
+        )
+        .await
+        .ok_or("Noise handshake timed out")?
+        .map_err(|e| format!("Noise handshake failed: {e}"))?;
+        let (opener, sealer) = shaken;
+        Ok(Conn {
+            input: Input::Secure(Box::new(opener.reader(stream.clone()))),
+            stream,
+            lines,
+            sealer: Some(sealer),
+        })
+    }
+
+    /// Writes `plain` (sealed, with a secret) within `PEER_WRITE_TIMEOUT`.
+    async fn write(&mut self, plain: &[u8], sealed: &mut Vec<u8>) -> Result<(), String> {
+        let bytes = match &mut self.sealer {
+            Some(sealer) => {
+                sealed.clear();
+                sealer
+                    .seal(plain, sealed)
+                    .map_err(|e| format!("cannot seal: {e}"))?;
+                &sealed[..]
+            }
+            None => plain,
+        };
+        match timeout(PEER_WRITE_TIMEOUT, self.stream.write_all(bytes)).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(format!("write failed: {e}")),
+            None => Err(format!(
+                "peer did not take a write in {} s",
+                PEER_WRITE_TIMEOUT.as_secs()
+            )),
+        }
+    }
 }
 
 /// Writes one message and logs it.
@@ -275,7 +361,14 @@ async fn dial(bus: &Bus, i: usize) -> Result<Conn, String> {
         &who,
     )
     .await?;
-    Ok(Conn { stream, reader })
+    Conn::secure(
+        stream,
+        reader,
+        &bus.secret,
+        &transcript,
+        secure::Role::Responder,
+    )
+    .await
 }
 
 /// Serves one connection to the bus port: a linked server's handshake (then the link),
@@ -354,7 +447,16 @@ async fn handshake_in(bus: &Arc<Bus>, mut stream: TcpStream, who: String) -> Opt
         return None;
     }
     match dialer {
-        Some(i) => Some((i, Conn { stream, reader })),
+        Some(i) => {
+            let role = secure::Role::Initiator;
+            match Conn::secure(stream, reader, &bus.secret, &transcript, role).await {
+                Ok(conn) => Some((i, conn)),
+                Err(e) => {
+                    bus.log.event("bus-refused", &who, &e);
+                    None
+                }
+            }
+        }
         None => {
             let report = status::Report {
                 name: bus.name.clone(),
@@ -397,30 +499,31 @@ async fn read_line<R: AsyncRead + Unpin>(
 /// Runs an established link until either direction fails: first each side says what it
 /// holds of the other's updates, then the writer streams what the peer is missing and
 /// the reader applies the peer's updates.
-async fn run_link(bus: &Arc<Bus>, i: usize, conn: Conn, alive: &Alive) {
-    let Conn {
-        mut stream,
-        mut reader,
-    } = conn;
+async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
     let link = &bus.links[i];
     let who = bus.who(i);
-    let mine = Message::Resync(bus.replica.cursor_of(&link.name));
-    if let Err(e) = send(&mut stream, &mine, &bus.log, &who).await {
+    let mine = Message::Resync(bus.replica.cursor_of(&link.name)).to_line();
+    if let Err(e) = conn.write(&mine, &mut Vec::new()).await {
         return bus.log.event("link-refused", &who, &e);
     }
-    let theirs = match read_line(&mut stream, &mut reader)
-        .await
-        .map(|l| match Message::parse(&l) {
-            Some(Message::Resync(cursor)) => Ok(cursor),
-            _ => Err(format!(
-                "expected {}, got {}",
-                "HERD-RESYNC",
-                String::from_utf8_lossy(&l[..l.len().min(100)])
-            )),
-        }) {
-        Ok(Ok(cursor)) => cursor,
-        Ok(Err(e)) | Err(e) => return bus.log.event("link-refused", &who, &e),
-    };
+    bus.log.event(
+        "link-out",
+        &who,
+        &String::from_utf8_lossy(strip_terminator(&mine)),
+    );
+    let theirs =
+        match read_line(&mut conn.input, &mut conn.lines)
+            .await
+            .map(|l| match Message::parse(&l) {
+                Some(Message::Resync(cursor)) => Ok(cursor),
+                _ => Err(format!(
+                    "expected HERD-RESYNC, got {}",
+                    String::from_utf8_lossy(&l[..l.len().min(100)])
+                )),
+            }) {
+            Ok(Ok(cursor)) => cursor,
+            Ok(Err(e)) | Err(e) => return bus.log.event("link-refused", &who, &e),
+        };
     let start = bus.replica.start_offset(theirs);
     let line = Message::Resync(theirs).to_line();
     bus.log.event(
@@ -430,7 +533,8 @@ async fn run_link(bus: &Arc<Bus>, i: usize, conn: Conn, alive: &Alive) {
     );
     let id = bus.next_id.fetch_add(1, Ordering::Relaxed);
     *lock(&link.current) = Some(id);
-    let addr = stream
+    let addr = conn
+        .stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
@@ -439,15 +543,33 @@ async fn run_link(bus: &Arc<Bus>, i: usize, conn: Conn, alive: &Alive) {
     } else {
         format!("partial resync from offset {start}")
     };
-    bus.log.event("link-up", &who, &format!("{addr}; {how}"));
-    if let Err(e) = keepalive(&stream) {
+    let sealed = if conn.sealer.is_some() {
+        format!(", {}", secure::PATTERN)
+    } else {
+        String::new()
+    };
+    bus.log
+        .event("link-up", &who, &format!("{addr}; {how}{sealed}"));
+    if let Err(e) = keepalive(&conn.stream) {
         bus.log
             .event("link-info", &who, &format!("cannot set keepalive: {e}"));
     }
     let _ = alive;
+    let Conn {
+        stream,
+        input,
+        lines,
+        sealer,
+    } = conn;
+    let writer = Conn {
+        input: Input::Plain(stream.clone()),
+        stream,
+        lines: LineReader::new(),
+        sealer,
+    };
     let why = future::or(
-        write_loop(bus, i, stream.clone(), start),
-        read_loop(bus, i, stream, reader),
+        write_loop(bus, i, writer, start),
+        read_loop(bus, i, input, lines),
     )
     .await;
     let mut current = lock(&link.current);
@@ -473,12 +595,13 @@ fn keepalive(stream: &TcpStream) -> std::io::Result<()> {
 
 /// The link's one writer: streams published updates past `start` until the wake-up
 /// channel closes (server stopping, or the link replaced), then sends what is left.
-async fn write_loop(bus: &Bus, i: usize, mut stream: TcpStream, start: u64) -> String {
+async fn write_loop(bus: &Bus, i: usize, mut conn: Conn, start: u64) -> String {
     let who = bus.who(i);
     let wake = bus.replica.subscribe(i);
     let mut feed = Feed::from(start);
     let mut sent_offset = start;
     let mut buf = Vec::with_capacity(4096);
+    let mut sealed = Vec::new();
     let mut closing = false;
     loop {
         let (lines, more) = bus.replica.catch_up(&mut feed, origin(i), WRITE_BATCH);
@@ -500,15 +623,8 @@ async fn write_loop(bus: &Bus, i: usize, mut stream: TcpStream, start: u64) -> S
                 sent_offset = feed.offset();
             }
             bus.log.send(entry);
-            match timeout(PEER_WRITE_TIMEOUT, stream.write_all(&buf)).await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => return format!("write failed: {e}"),
-                None => {
-                    return format!(
-                        "peer did not take a write in {} s",
-                        PEER_WRITE_TIMEOUT.as_secs()
-                    )
-                }
+            if let Err(why) = conn.write(&buf, &mut sealed).await {
+                return why;
             }
             buf.clear();
         }
@@ -527,11 +643,11 @@ async fn write_loop(bus: &Bus, i: usize, mut stream: TcpStream, start: u64) -> S
 /// The link's reader, on the shared batch loop: applies the peer's updates and notes
 /// its offsets. A line that is not a valid update is logged and dropped; only a failed
 /// read ends the link.
-async fn read_loop(bus: &Bus, i: usize, mut stream: TcpStream, mut lines: LineReader) -> String {
+async fn read_loop(bus: &Bus, i: usize, mut input: Input, mut lines: LineReader) -> String {
     let who = bus.who(i);
     let mut link = LinkLines { bus, i, who: &who };
     batch::run(
-        &mut stream,
+        &mut input,
         &mut lines,
         &bus.replica,
         &bus.log,

@@ -149,6 +149,12 @@ pub async fn run(
         config.fsync_interval,
         &logger,
     )?);
+    if secrets.herd_secret.is_none() && spans_hosts(config) {
+        let text = "the herd spans more than one host and HERD_SECRET is not set: links are \
+                    neither authenticated nor encrypted";
+        logger.event("warning", "-", text);
+        eprintln!("herd {name}: warning: {text}");
+    }
     let secret = secrets.herd_secret.unwrap_or_default().into_bytes();
     let bus = Arc::new(Bus::new(
         config,
@@ -211,6 +217,25 @@ pub async fn run(
     logger.event("stop", "-", "stopped");
     writer.finish(&logger);
     Ok(())
+}
+
+/// True when the bus addresses name more than one host (loopback names count as one).
+fn spans_hosts(config: &Config) -> bool {
+    let host = |addr: &str| {
+        let h = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        let loopback = h == "localhost"
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if loopback {
+            "loopback".to_string()
+        } else {
+            h.to_ascii_lowercase()
+        }
+    };
+    let mut hosts = config.servers.iter().map(|s| host(&s.bus));
+    let first = hosts.next();
+    hosts.any(|h| Some(h) != first)
 }
 
 /// How many clients this process can hold: `MAX_CLIENTS`, or fewer when the open-file

@@ -34,23 +34,48 @@ fn hello(herd: &Herd, to: &str, name: &str, nonce_d: &str) -> (Client, String, S
     (c, words[2].to_string(), words[3].to_string())
 }
 
+/// The dialer's side of the link's Noise session on `c`'s socket (the acceptor starts
+/// it); returns what seals this side's bytes.
+fn noise_as_dialer(c: &Client, secret: &[u8], prologue: &str) -> herd::secure::Sealer {
+    let std_stream = c.stream.try_clone().unwrap();
+    let psk = herd::secure::derive_psk(secret, prologue.as_bytes());
+    let sealer = smol::block_on(async {
+        let mut s = async_net::TcpStream::try_from(std_stream.try_clone().unwrap()).unwrap();
+        let role = herd::secure::Role::Responder;
+        herd::secure::handshake(&mut s, role, &psk, prologue.as_bytes())
+            .await
+            .expect("Noise handshake with A")
+            .1
+    });
+    std_stream.set_nonblocking(false).unwrap();
+    sealer
+}
+
 #[test]
 fn a_replayed_handshake_fails_because_nonces_are_fresh() {
     // "0spy" sorts first, so A waits for it to dial; the test plays 0spy.
     let herd = Herd::start_with(&["A"], &[], &fake("0spy"), secret("s3cret"));
-    // A recorded, genuine session (the test knows the secret to make it).
+    // A recorded, genuine session (the test knows the secret to make it), sealed in
+    // the Noise session a link with HERD_SECRET runs after the proofs.
     let nonce_d = handshake::nonce();
     let (mut c, nonce_a, _) = hello(&herd, "A", "0spy", &nonce_d);
-    let proof = Transcript {
+    let transcript = Transcript {
         dialer: "0spy",
         acceptor: "A",
         nonce_d: &nonce_d,
         nonce_a: &nonce_a,
-    }
-    .proof(b"s3cret", Role::Dial);
-    c.send(&format!(
-        "HERD-AUTH {proof}\nHERD-RESYNC - 0\nAT 0spy +0.000000001 genuine +1-1 1\n"
-    ));
+    };
+    let proof = transcript.proof(b"s3cret", Role::Dial);
+    c.send(&format!("HERD-AUTH {proof}\n"));
+    let mut sealer = noise_as_dialer(&c, b"s3cret", &transcript.prologue());
+    let mut sealed = Vec::new();
+    sealer
+        .seal(
+            b"HERD-RESYNC - 0\nAT 0spy +0.000000001 genuine +1-1 1\n",
+            &mut sealed,
+        )
+        .unwrap();
+    c.send_bytes(&sealed);
     herd.wait_for("A", "genuine", "AT 0spy +0.000000001 genuine +1-1 1");
     drop(c);
     // The replay: same HELLO, same AUTH; A picks a new nonce, so the proof is stale.

@@ -178,3 +178,49 @@ fn up_runs_every_server_and_sigterm_stops_them_all() {
         );
     }
 }
+
+/// `herd serve` warns once on stderr when the herd spans hosts and has no secret. The
+/// far server sorts first, so it would dial: nothing is ever sent to its address.
+#[test]
+fn serve_warns_when_a_multi_host_herd_has_no_secret() {
+    let dir = TempDir::new("cli");
+    let port = free_port();
+    std::fs::write(
+        dir.0.join("herd.conf"),
+        format!(
+            "server A 127.0.0.1:{port} bus 127.0.0.1:{}\nserver 0far 203.0.113.5:12101\nlink A 0far\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    for (secret, warned) in [(None, true), (Some("s3cret-for-warn"), false)] {
+        let err_path = dir.0.join("stderr");
+        let err_file = std::fs::File::create(&err_path).unwrap();
+        let mut cmd = Command::new(herd_bin());
+        cmd.args(["serve", "A"])
+            .current_dir(&dir.0)
+            .stderr(Stdio::from(err_file))
+            .env_remove("HERD_SECRET");
+        if let Some(s) = secret {
+            cmd.env("HERD_SECRET", s);
+        }
+        let child = Proc(cmd.spawn().unwrap());
+        let addr = format!("127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "A never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wait_served(&addr);
+        drop(child);
+        let stderr = std::fs::read_to_string(&err_path).unwrap();
+        assert_eq!(
+            stderr.contains("warning: the herd spans more than one host"),
+            warned,
+            "{stderr}"
+        );
+    }
+}
