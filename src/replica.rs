@@ -497,45 +497,54 @@ impl Disk {
         let name = name.to_string();
         let thread = std::thread::Builder::new()
             .name("herd-disk".into())
-            .spawn(move || loop {
-                let job = match fsync {
-                    Some(every) => rx.recv_timeout(every),
-                    None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            .spawn(move || {
+                // With fsync-interval: sync at most that long after the first write
+                // since the last sync, on a fixed schedule even under steady writes.
+                let mut due: Option<std::time::Instant> = None;
+                let sync = |file: &mut State, log: &Logger| {
+                    if let Err(e) = file.sync() {
+                        log.event(
+                            "state-error",
+                            "-",
+                            &format!("cannot sync the state file: {e}"),
+                        );
+                        eprintln!("herd {name}: cannot sync the state file: {e}");
+                    }
                 };
-                match job {
-                    Ok(job) => {
-                        let mut result = file.append(&job.bytes);
-                        if result.is_ok() && file.wants_compaction() {
-                            result = file.compact(&snapshot(history, &inner));
-                            if result.is_ok() {
-                                log.event(
-                                    "state-compacted",
-                                    "-",
-                                    &format!("{} bytes", file.size()),
-                                );
+                loop {
+                    let job = match due {
+                        Some(at) => {
+                            rx.recv_timeout(at.saturating_duration_since(std::time::Instant::now()))
+                        }
+                        None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    };
+                    match job {
+                        Ok(job) => {
+                            let mut result = file.append(&job.bytes);
+                            if result.is_ok() && file.wants_compaction() {
+                                result = file.compact(&snapshot(history, &inner));
+                                if result.is_ok() {
+                                    log.event(
+                                        "state-compacted",
+                                        "-",
+                                        &format!("{} bytes", file.size()),
+                                    );
+                                }
+                            }
+                            let _ = job.done.try_send(result);
+                            if let Some(every) = fsync {
+                                due.get_or_insert_with(|| std::time::Instant::now() + every);
                             }
                         }
-                        let _ = job.done.try_send(result);
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        if let Err(e) = file.sync() {
-                            log.event(
-                                "state-error",
-                                "-",
-                                &format!("cannot sync the state file: {e}"),
-                            );
-                            eprintln!("herd {name}: cannot sync the state file: {e}");
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            sync(&mut file, &log);
+                            return;
                         }
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        if let Err(e) = file.sync() {
-                            log.event(
-                                "state-error",
-                                "-",
-                                &format!("cannot sync the state file: {e}"),
-                            );
-                        }
-                        return;
+                    if due.is_some_and(|at| at <= std::time::Instant::now()) {
+                        sync(&mut file, &log);
+                        due = None;
                     }
                 }
             })

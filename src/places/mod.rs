@@ -1,8 +1,8 @@
 //! Places sources (SPEC §6): whatever the source, WHATSAT gets a JSON object in the
 //! legacy Nearby Search shape, rendered the way Google renders it.
 //!
-//! HTTP goes through `ureq` (blocking, rustls, no tokio) on smol's blocking pool; the
-//! agent is built once and reused.
+//! HTTP goes through `ureq` (blocking, rustls, no tokio) on herd's own places worker
+//! threads (`MAX_PLACES_IN_FLIGHT`); the agent is built once and reused.
 
 pub mod google_new;
 pub mod offline;
