@@ -162,9 +162,10 @@ pub struct State {
 }
 
 impl State {
-    /// Opens (creating) `dir/NAME.state` and returns it with its bytes. A torn tail is
-    /// cut off (the returned bytes keep it, for the caller's report); only an unreadable
-    /// or unwritable file is an error.
+    /// Opens (creating) `dir/NAME.state` and returns it with its bytes and its torn tail
+    /// (`Damage::torn`; the records are for the caller to `parse`). A torn tail is cut
+    /// off (the returned bytes keep it, for the caller's report); only an unreadable or
+    /// unwritable file is an error.
     pub fn open(dir: &Path, name: &str) -> io::Result<(State, Vec<u8>, Damage)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{name}.state"));
@@ -175,7 +176,14 @@ impl State {
             .open(&path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let damage = parse(&bytes, |_| {});
+        // Only the torn tail is found here (bytes after the last newline); the caller
+        // parses the records, once.
+        let valid = memchr::memrchr(b'\n', &bytes).map_or(0, |i| i + 1);
+        let damage = Damage {
+            valid,
+            torn: bytes.len() - valid,
+            ..Damage::default()
+        };
         if damage.torn > 0 {
             file.set_len(damage.valid as u64)?;
             file.sync_data()?;

@@ -31,7 +31,7 @@ impl Report {
         if line.len() > protocol::MAX_AT_LINE {
             return None;
         }
-        let at = protocol::parse_at(line)?;
+        let at = protocol::check_at(line)?;
         let range = |field: &str| {
             let start = field.as_ptr() as usize - line.as_ptr() as usize;
             (start, start + field.len())
@@ -84,11 +84,20 @@ impl Entry {
         let (start, len) = (self.client.0 as usize, self.client.1 as usize);
         &self.line[start..start + len]
     }
+}
 
-    /// The stored line's report, re-read from the line.
-    fn report(&self) -> Option<Report> {
-        Report::from_line(&self.line)
-    }
+/// A stored (so already validated) AT line's order key: its client time and the server
+/// that received it, read back from the line (`Report::is_newer_than`'s rule).
+fn order_key(line: &str) -> Option<(i128, &str)> {
+    let mut fields = protocol::fields(line.as_bytes());
+    let server = fields.nth(1)?;
+    let time = fields.last()?;
+    // Fields of a str split at ASCII bytes are valid UTF-8.
+    let (server, time) = (
+        std::str::from_utf8(server).ok()?,
+        std::str::from_utf8(time).ok()?,
+    );
+    Some((protocol::parse_time(time)?, server))
 }
 
 /// Every client's latest report.
@@ -124,24 +133,28 @@ impl Store {
             client: range,
             from,
         };
-        match self.find(report.client()) {
-            Some(slot) => {
-                let old = &mut self.entries[slot as usize];
-                if old.report().is_some_and(|old| !report.is_newer_than(&old)) {
+        let hash = self.hasher.hash_one(report.client());
+        let (entries, hasher) = (&mut self.entries, &self.hasher);
+        let next = u32::try_from(entries.len()).ok()?;
+        match self.index.entry(
+            hash,
+            |&slot| entries[slot as usize].client() == report.client(),
+            |&slot| hasher.hash_one(entries[slot as usize].client()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(found) => {
+                let slot = *found.get();
+                let old = &mut entries[slot as usize];
+                if order_key(&old.line).is_some_and(|old| (report.time_ns, report.server()) <= old)
+                {
                     return None;
                 }
                 *old = entry;
                 Some(slot)
             }
-            None => {
-                let slot = u32::try_from(self.entries.len()).ok()?;
-                let hash = self.hasher.hash_one(report.client());
-                let (entries, hasher) = (&self.entries, &self.hasher);
-                self.index.insert_unique(hash, slot, |&s| {
-                    hasher.hash_one(entries[s as usize].client())
-                });
-                self.entries.push(entry);
-                Some(slot)
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(next);
+                entries.push(entry);
+                Some(next)
             }
         }
     }

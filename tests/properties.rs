@@ -744,3 +744,19 @@ proptest! {
         prop_assert_eq!(report.map(|r| r.client().len()), Some(cmd.client.len()));
     }
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `check_at` (the store's path, no numbers built) accepts exactly what `parse_at`
+    /// accepts, with the same fields, on AT lines and on any text.
+    #[test]
+    fn check_at_agrees_with_parse_at(line in prop_oneof![at_line(), ".{0,80}", "AT [A-Z]{1,3} [+-][0-9]\\.[0-9]{9} [a-z]{1,5} [+-][0-9]{1,3}(\\.[0-9]{0,3})?[+-][0-9]{1,3}(\\.[0-9]{0,3})? [0-9]{1,3}"]) {
+        let full = parse_at(&line);
+        let checked = protocol::check_at(&line);
+        prop_assert_eq!(full.is_some(), checked.is_some(), "{:?}", line);
+        if let (Some(f), Some(c)) = (full, checked) {
+            prop_assert_eq!((f.server, f.client, f.location, f.time_ns), (c.server, c.client, c.location, c.time_ns));
+        }
+    }
+}
