@@ -28,6 +28,10 @@ pub(crate) trait Handler {
 
     /// Why the connection ends after `line` said stop (it may first tidy up).
     async fn stopped(&mut self) -> String;
+
+    /// Waits until the connection has bytes to read, when no line is in flight (so the
+    /// read buffer can be freed meanwhile); by default it does not wait.
+    async fn idle(&mut self) {}
 }
 
 /// Runs `handler` over the lines of `stream` until EOF, an error or a stop (or, given
@@ -72,12 +76,19 @@ pub(crate) async fn run<R: AsyncRead + Unpin, H: Handler>(
             Ok(_) => {}
             Err(e) => return format!("read failed: {e}"),
         }
+        let fill = async {
+            if lines.is_idle() {
+                lines.release();
+                handler.idle().await;
+            }
+            lines.fill(stream).await
+        };
         read = match alive {
-            Some(alive) => match alive.unless_stopped(lines.fill(stream)).await {
+            Some(alive) => match alive.unless_stopped(fill).await {
                 Some(read) => read,
                 None => return "server stopping".into(),
             },
-            None => lines.fill(stream).await,
+            None => fill.await,
         };
     }
 }

@@ -9,7 +9,8 @@ use std::io;
 /// buffer each connection may hold.
 pub const MAX_LINE: usize = 8 * 1024;
 
-/// The buffer a connection starts with; idle connections keep only this much.
+/// The buffer a reader allocates when bytes arrive; an idle client connection holds
+/// none at all (`release`).
 pub const INITIAL_BUFFER: usize = 512;
 
 /// What `next_line` found.
@@ -58,7 +59,7 @@ impl LineReader {
         LineReader {
             limit: limit.max(INITIAL_BUFFER),
             skipping: false,
-            buf: vec![0; INITIAL_BUFFER],
+            buf: Vec::new(),
             start: 0,
             end: 0,
             scanned: 0,
@@ -68,8 +69,27 @@ impl LineReader {
         }
     }
 
+    /// True when no bytes of a line are waiting.
+    pub fn is_idle(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Frees the buffer if no line is in flight, so a connection that waits for its
+    /// next line holds no buffer; `fill` allocates one again when bytes arrive.
+    pub fn release(&mut self) {
+        if self.is_idle() {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            self.scanned = 0;
+        }
+    }
+
     /// Reads more bytes; returns how many (0 at EOF).
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; INITIAL_BUFFER];
+        }
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;

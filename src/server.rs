@@ -334,7 +334,8 @@ async fn serve_client(node: &Node, mut stream: TcpStream, who: String, alive: Al
     let mut client = ClientLines {
         node,
         who: &who,
-        out: Vec::with_capacity(256),
+        out: Vec::new(),
+        ready: stream.clone().into(),
         stream: stream.clone(),
     };
     let (replica, log) = (&node.replica, &node.log);
@@ -357,6 +358,8 @@ struct ClientLines<'a> {
     who: &'a str,
     out: Vec<u8>,
     stream: TcpStream,
+    /// The same socket, to wait for readability without a buffer.
+    ready: Arc<smol::Async<std::net::TcpStream>>,
 }
 
 impl batch::Handler for ClientLines<'_> {
@@ -383,8 +386,13 @@ impl batch::Handler for ClientLines<'_> {
 
     async fn finish(&mut self, _entry: &mut Entry) -> Result<(), String> {
         let written = write_replies(&mut self.stream, &self.out).await;
-        self.out.clear();
+        // A connection between commands keeps no reply buffer either.
+        self.out = Vec::new();
         written
+    }
+
+    async fn idle(&mut self) {
+        let _ = self.ready.readable().await;
     }
 
     async fn stopped(&mut self) -> String {
