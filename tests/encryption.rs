@@ -101,7 +101,7 @@ fn relayed_links_are_sealed_and_a_flipped_byte_never_alters_a_location() {
     let mut c = Client::connect(&addr_a);
     c.send("IAMAT secret-client.example +34.068930-118.445127 1621464827.959498503\n");
     let at = c.line();
-    wait(&addr_b, "secret-client.example", &at);
+    wait_stored(&addr_b, "secret-client.example", &at);
     {
         let seen = relay.seen.lock().unwrap();
         let text = String::from_utf8_lossy(&seen);
@@ -151,16 +151,5 @@ fn relayed_links_are_sealed_and_a_flipped_byte_never_alters_a_location() {
     for log in ["A.log", "B.log"] {
         let text = std::fs::read_to_string(dir.0.join("logs").join(log)).unwrap();
         assert!(!text.contains(SECRET), "the secret is in {log}");
-    }
-}
-
-fn wait(addr: &str, client: &str, at: &str) {
-    let start = Instant::now();
-    while stored_at(addr, client).as_deref() != Some(at) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{addr} never learned {client}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -160,14 +160,3 @@ fn killing_two_servers_by_port_stops_them_alone_and_the_rest_keep_flooding() {
     assert_eq!(round, 10);
 }
 
-/// Waits (bounded) until the server at `addr` holds `at` for `client`.
-fn wait_stored(addr: &str, client: &str, at: &str) {
-    let start = Instant::now();
-    while stored_at(addr, client).as_deref() != Some(at) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{addr} never learned {client}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}

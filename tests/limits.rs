@@ -69,17 +69,7 @@ fn connections_past_the_bound_are_closed_and_service_resumes() {
         );
     }
     let dir = TempDir::new("conns");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let conf = dir.0.join("herd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server A {addr} bus 127.0.0.1:{}\nlog-dir logs\n",
-            free_port()
-        ),
-    )
-    .unwrap();
+    let (conf, addr) = lone_server_conf(&dir.0);
     let (_server, first) = serve_binary(&conf, "A", &addr, "");
     let mut held = vec![first];
     while held.len() < MAX_CLIENTS {
@@ -187,17 +177,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn running_out_of_descriptors_refuses_cleanly_without_spinning_and_recovers() {
     let dir = TempDir::new("fds");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let conf = dir.0.join("herd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server A {addr} bus 127.0.0.1:{}\nlog-dir logs\n",
-            free_port()
-        ),
-    )
-    .unwrap();
+    let (conf, addr) = lone_server_conf(&dir.0);
     // A hard limit of 64 descriptors: herd cannot raise it, and runs out well before
     // MAX_CLIENTS.
     let (server, first) = serve_binary(&conf, "A", &addr, "ulimit -n 64 &&");

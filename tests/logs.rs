@@ -3,22 +3,13 @@
 
 mod common;
 
-use common::{free_port, serve_binary, wait_file_contains, Client, TempDir};
+use common::{lone_server_conf, serve_binary, wait_file_contains, Client, TempDir};
 use std::time::{Duration, Instant};
 
 #[test]
 fn sighup_reopens_a_log_moved_away() {
     let dir = TempDir::new("logs-hup");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let conf = dir.0.join("herd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "server A {addr} bus 127.0.0.1:{}\nlog-dir logs\n",
-            free_port()
-        ),
-    )
-    .unwrap();
+    let (conf, addr) = lone_server_conf(&dir.0);
     let (server, _first) = serve_binary(&conf, "A", &addr, "");
     let log = dir.0.join("logs/A.log");
     let moved = dir.0.join("logs/A.log.1");

@@ -313,20 +313,9 @@ pub fn percent_encode(s: &str) -> String {
 /// WHATSAT, past the 10 % a cleaner renderer may cost. Measured with
 /// `HERD_COST=scanner|library valgrind --tool=callgrind TESTBIN legacy_render_cost --ignored`.
 fn legacy_answer(body: &[u8], bound: usize) -> String {
-    let top: Ordered<'_, String> = match serde_json::from_slice(body) {
+    let top = match legacy_top(body) {
         Ok(top) => top,
-        Err(e) if e.classify() == serde_json::error::Category::Data => {
-            return render(&error_object(
-                "UNKNOWN_ERROR",
-                "places service answered JSON that is not an object",
-            ))
-        }
-        Err(_) => {
-            return render(&error_object(
-                "UNKNOWN_ERROR",
-                "places service answered with something that is not JSON",
-            ))
-        }
+        Err(error) => return error,
     };
     let mut out = String::with_capacity(body.len() * 2);
     if top.0.is_empty() {
@@ -545,6 +534,19 @@ impl serde_json::ser::Formatter for GoogleFormatter {
     }
 }
 
+/// The service's answer split into its top-level members, or the rendered error object
+/// a client gets when it is not a JSON object (SPEC §4).
+fn legacy_top(body: &[u8]) -> Result<Ordered<'_, String>, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        let why = if e.classify() == serde_json::error::Category::Data {
+            "places service answered JSON that is not an object"
+        } else {
+            "places service answered with something that is not JSON"
+        };
+        render(&error_object("UNKNOWN_ERROR", why))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,20 +557,9 @@ mod tests {
     /// machinery, [`GoogleFormatter`] driven over `RawValue`s level by level (byte-exact,
     /// but it re-scans each value once per level; see `legacy_answer`).
     fn library_answer(body: &[u8], bound: usize) -> String {
-        let top: Ordered<'_, String> = match serde_json::from_slice(body) {
+        let top = match legacy_top(body) {
             Ok(top) => top,
-            Err(e) if e.classify() == serde_json::error::Category::Data => {
-                return render(&error_object(
-                    "UNKNOWN_ERROR",
-                    "places service answered JSON that is not an object",
-                ))
-            }
-            Err(_) => {
-                return render(&error_object(
-                    "UNKNOWN_ERROR",
-                    "places service answered with something that is not JSON",
-                ))
-            }
+            Err(error) => return error,
         };
         let mut out = Json::with_capacity(body.len() * 2);
         out.fmt.begin_object(&mut out.text).ok();

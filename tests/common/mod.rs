@@ -606,3 +606,22 @@ pub fn wait_served(addr: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A one-server herd.conf (`server A` on free loopback ports, logs in `dir/logs`) and
+/// its client address.
+pub fn lone_server_conf(dir: &Path) -> (std::path::PathBuf, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let conf = dir.join("herd.conf");
+    let text = format!("server A {addr} bus 127.0.0.1:{}\nlog-dir logs\n", free_port());
+    std::fs::write(&conf, text).unwrap();
+    (conf, addr)
+}
+
+/// Waits (bounded) until the server at `addr` holds `at` for `client`.
+pub fn wait_stored(addr: &str, client: &str, at: &str) {
+    let start = Instant::now();
+    while stored_at(addr, client).as_deref() != Some(at) {
+        assert!(start.elapsed() < Duration::from_secs(10), "{addr} never learned {client}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
