@@ -26,6 +26,11 @@ pub const LOG_QUEUE: usize = 4096;
 /// fill the disk 1 MiB at a time.
 pub const MAX_LOGGED_LINE: usize = 1024;
 
+/// How long the writer lets entries gather after each write: a busy server's lines
+/// reach the file at most this much later, in one write and one wake-up per interval
+/// rather than one per entry (the thread wake-up cost more than the write).
+pub const LOG_COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Secrets shorter than this are not scrubbed from the log: herd never writes a secret
 /// there anyway, and scrubbing a short common word would mangle client IDs.
 pub const MIN_SCRUBBED_SECRET: usize = 8;
@@ -287,6 +292,10 @@ fn write_loop(
         if !batch.is_empty() {
             sink.write(&batch);
         }
+        // Let a burst gather before the next write: one wake-up and one write per
+        // LOG_COALESCE of traffic instead of one per entry. Only after a write, so an
+        // idle server's log thread sleeps in `recv_blocking` and never wakes.
+        std::thread::sleep(LOG_COALESCE);
     }
 }
 

@@ -159,4 +159,3 @@ fn killing_two_servers_by_port_stops_them_alone_and_the_rest_keep_flooding() {
     }
     assert_eq!(round, 10);
 }
-

@@ -612,7 +612,10 @@ pub fn wait_served(addr: &str) {
 pub fn lone_server_conf(dir: &Path) -> (std::path::PathBuf, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let conf = dir.join("herd.conf");
-    let text = format!("server A {addr} bus 127.0.0.1:{}\nlog-dir logs\n", free_port());
+    let text = format!(
+        "server A {addr} bus 127.0.0.1:{}\nlog-dir logs\n",
+        free_port()
+    );
     std::fs::write(&conf, text).unwrap();
     (conf, addr)
 }
@@ -621,7 +624,10 @@ pub fn lone_server_conf(dir: &Path) -> (std::path::PathBuf, String) {
 pub fn wait_stored(addr: &str, client: &str, at: &str) {
     let start = Instant::now();
     while stored_at(addr, client).as_deref() != Some(at) {
-        assert!(start.elapsed() < Duration::from_secs(10), "{addr} never learned {client}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{addr} never learned {client}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
