@@ -604,7 +604,8 @@ impl Disk {
                     match job {
                         Ok(job) => {
                             let mut result = file.append(&job.bytes);
-                            if result.is_ok() && file.wants_compaction() {
+                            let live = lock(&inner).store.len() as u64;
+                            if result.is_ok() && file.wants_compaction(live) {
                                 result = file.compact(&snapshot(history, &inner));
                                 if result.is_ok() {
                                     log.event(

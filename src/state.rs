@@ -23,9 +23,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Compact when the file is this many times the size of the last snapshot: each
-/// record is then rewritten a bounded number of times (amortised O(1) per update),
-/// and a restart reads at most twice the live data.
+/// Compact when the file holds this many times as many records as there are live
+/// clients: each record is then rewritten a bounded number of times (amortised O(1)
+/// per update), a restart reads at most twice the live data, and a file that only grows
+/// with new clients (a server filling up after coming back empty) is never rewritten.
 pub const COMPACT_RATIO: u64 = 2;
 
 /// Never compact a file smaller than this: rewriting a few MB buys nothing.
@@ -155,8 +156,8 @@ pub struct State {
     file: File,
     /// Bytes in the file now.
     size: u64,
-    /// Size of the file right after the last compaction (or load).
-    base: u64,
+    /// Records in the file (each ends with the one newline it holds).
+    records: u64,
     /// Appended since the last sync.
     dirty: bool,
 }
@@ -193,7 +194,7 @@ impl State {
             path,
             file,
             size,
-            base: size,
+            records: memchr::memchr_iter(b'\n', &bytes[..valid]).count() as u64,
             dirty: false,
         };
         Ok((state, bytes, damage))
@@ -206,13 +207,15 @@ impl State {
         }
         self.file.write_all(bytes)?;
         self.size += bytes.len() as u64;
+        self.records += memchr::memchr_iter(b'\n', bytes).count() as u64;
         self.dirty = true;
         Ok(())
     }
 
-    /// True once the file has grown past `COMPACT_RATIO` times its last snapshot.
-    pub fn wants_compaction(&self) -> bool {
-        self.size > MIN_COMPACT_BYTES && self.size > COMPACT_RATIO * self.base
+    /// True once the file holds more than `COMPACT_RATIO` records per live client
+    /// (`live`: the clients the server holds now) and is past `MIN_COMPACT_BYTES`.
+    pub fn wants_compaction(&self, live: u64) -> bool {
+        self.size > MIN_COMPACT_BYTES && self.records > COMPACT_RATIO * live.max(1)
     }
 
     /// Writes `snapshot` (records' bytes) to a temporary file, syncs it, and renames it
@@ -229,7 +232,7 @@ impl State {
         }
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.size = snapshot.len() as u64;
-        self.base = self.size;
+        self.records = memchr::memchr_iter(b'\n', snapshot).count() as u64;
         self.dirty = false;
         Ok(())
     }
@@ -368,9 +371,12 @@ mod tests {
         let one = record(&update(1, A));
         let many = one.repeat((MIN_COMPACT_BYTES as usize / one.len()) + 10);
         state.append(many.as_bytes()).unwrap();
-        assert!(state.wants_compaction());
+        // Every record a live client's (a file that only grew): nothing to gain.
+        let records = many.len() / one.len();
+        assert!(!state.wants_compaction(records as u64));
+        assert!(state.wants_compaction(records as u64 / 2 - 1));
         state.compact(one.as_bytes()).unwrap();
-        assert!(!state.wants_compaction());
+        assert!(!state.wants_compaction(1));
         state.append(record(&update(2, B)).as_bytes()).unwrap();
         drop(state);
         let (_, bytes, _) = State::open(&d, "A").unwrap();
