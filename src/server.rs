@@ -446,7 +446,8 @@ async fn drain(stream: &mut TcpStream) {
     .await;
 }
 
-/// Answers one client line, appending the reply to `out`.
+/// Answers one client line, appending the reply to `out`. Only a WHATSAT waits (for
+/// places); its state is boxed, so an idle connection's future does not carry it.
 async fn answer(
     node: &Node,
     line: &[u8],
@@ -474,23 +475,34 @@ async fn answer(
                 protocol::format_invalid(line, out);
                 return entry.lines("out", who, &out[start..]);
             };
-            let location = protocol::parse_at(&at)
-                .map(|a| a.location)
-                .unwrap_or_default();
-            // Boxed: only WHATSAT needs this state, not every connection's future.
-            let places = Box::pin(node.places.nearby(location, cmd.radius, cmd.bound)).await;
-            out.extend_from_slice(at.as_bytes());
-            out.push(b'\n');
-            out.extend_from_slice(places.as_bytes());
-            out.extend_from_slice(b"\n\n");
-            // The JSON is logged as one line (its newlines escaped, cut at
-            // MAX_LOGGED_LINE): a line per JSON line would cost more than the reply.
-            entry.line("out", who, at.as_bytes());
-            return entry.line("out", who, places.as_bytes());
+            return Box::pin(whatsat(node, &at, &cmd, out, (entry, who))).await;
         }
         Err(_) => protocol::format_invalid(line, out),
     }
     entry.lines("out", who, &out[start..]);
+}
+
+/// The rest of a WHATSAT for a known client: its AT line, the places JSON, an empty line.
+async fn whatsat(
+    node: &Node,
+    at: &str,
+    cmd: &protocol::WhatsAt<'_>,
+    out: &mut Vec<u8>,
+    log: (&mut Entry, &str),
+) {
+    let (entry, who) = log;
+    let location = protocol::check_at(at)
+        .map(|a| a.location)
+        .unwrap_or_default();
+    let places = node.places.nearby(location, cmd.radius, cmd.bound).await;
+    out.extend_from_slice(at.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(places.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    // The JSON is logged as one line (its newlines escaped, cut at MAX_LOGGED_LINE): a
+    // line per JSON line would cost more than the reply.
+    entry.line("out", who, at.as_bytes());
+    entry.line("out", who, places.as_bytes());
 }
 
 /// Raises this process's open-file limit to its hard limit, so `MAX_CLIENTS` is
