@@ -339,7 +339,7 @@ fn now_ns() -> i128 {
 /// is decided, made durable and flooded, then answered in order.
 async fn serve_client(node: &Node, mut stream: TcpStream, who: String, alive: Alive) {
     let _ = stream.set_nodelay(true);
-    node.log.event("open", &who, "");
+    node.log.event("open", &who, "connected");
     let mut lines = LineReader::new();
     let mut client = ClientLines {
         node,
