@@ -169,60 +169,51 @@ pub async fn run(
         places,
         log: logger.clone(),
     });
-    // One executor per server, run on the thread that called `run`: the same thread
-    // that waits on epoll runs the connection tasks, so no event crosses threads on its
-    // way to its task; and every task ends with `run`.
-    let ex = smol::Executor::new();
-    let serving = async {
-        let (shutdown_tx, shutdown) = async_channel::bounded::<()>(1);
-        let (clients, clients_done) = Alive::new(&shutdown);
-        let (links_alive, links_done) = Alive::new(&shutdown);
-        let dialers: Vec<smol::Task<()>> = (0..bus.links().len())
-            .filter(|&i| bus.links()[i].dials)
-            .map(|i| ex.spawn(peer::dial_loop(bus.clone(), i, links_alive.clone())))
-            .collect();
-        let serve_clients = accept_loop(
-            &ex,
-            &listeners.client,
-            &logger,
-            client_limit,
-            "client",
-            |stream, who| {
-                let (node, alive) = (node.clone(), clients.clone());
-                async move { serve_client(&node, stream, who, alive).await }
-            },
-        );
-        let serve_bus = accept_loop(
-            &ex,
-            &listeners.bus,
-            &logger,
-            MAX_BUS_CONNECTIONS,
-            "bus",
-            |stream, who| {
-                let (bus, alive) = (bus.clone(), links_alive.clone());
-                async move { peer::accept(&bus, stream, who, &alive).await }
-            },
-        );
-        future::or(future::or(serve_clients, serve_bus), stop).await;
-        // Shut down in order: stop accepting; let client connections finish the commands
-        // they have read (their updates still flood); then close the links' wake-up
-        // channels, let each writer send what is published, and wait for the links; each
-        // phase within a grace period. Last, the state file and the log.
-        drop(listeners);
-        logger.event("stop", "-", "shutting down");
-        drop(shutdown_tx);
-        drop(clients);
-        let clients_finished = timeout(SHUTDOWN_GRACE, clients_done.recv()).await.is_some();
-        replica.close_links();
-        drop(links_alive);
-        let links_finished = timeout(SHUTDOWN_GRACE, links_done.recv()).await.is_some();
-        if !(clients_finished && links_finished) {
-            logger.event("stop", "-", "grace period over: cancelling what is left");
-        }
-        drop(dialers);
-        replica.close();
-    };
-    ex.run(serving).await;
+    let (shutdown_tx, shutdown) = async_channel::bounded::<()>(1);
+    let (clients, clients_done) = Alive::new(&shutdown);
+    let (links_alive, links_done) = Alive::new(&shutdown);
+    let dialers: Vec<smol::Task<()>> = (0..bus.links().len())
+        .filter(|&i| bus.links()[i].dials)
+        .map(|i| smol::spawn(peer::dial_loop(bus.clone(), i, links_alive.clone())))
+        .collect();
+    let serve_clients = accept_loop(
+        &listeners.client,
+        &logger,
+        client_limit,
+        "client",
+        |stream, who| {
+            let (node, alive) = (node.clone(), clients.clone());
+            async move { serve_client(&node, stream, who, alive).await }
+        },
+    );
+    let serve_bus = accept_loop(
+        &listeners.bus,
+        &logger,
+        MAX_BUS_CONNECTIONS,
+        "bus",
+        |stream, who| {
+            let (bus, alive) = (bus.clone(), links_alive.clone());
+            async move { peer::accept(&bus, stream, who, &alive).await }
+        },
+    );
+    future::or(future::or(serve_clients, serve_bus), stop).await;
+    // Shut down in order: stop accepting; let client connections finish the commands
+    // they have read (their updates still flood); then close the links' wake-up
+    // channels, let each writer send what is published, and wait for the links; each
+    // phase within a grace period. Last, the state file and the log.
+    drop(listeners);
+    logger.event("stop", "-", "shutting down");
+    drop(shutdown_tx);
+    drop(clients);
+    let clients_finished = timeout(SHUTDOWN_GRACE, clients_done.recv()).await.is_some();
+    replica.close_links();
+    drop(links_alive);
+    let links_finished = timeout(SHUTDOWN_GRACE, links_done.recv()).await.is_some();
+    if !(clients_finished && links_finished) {
+        logger.event("stop", "-", "grace period over: cancelling what is left");
+    }
+    drop(dialers);
+    replica.close();
     logger.event("stop", "-", "stopped");
     writer.finish(&logger);
     Ok(())
@@ -261,8 +252,7 @@ fn client_limit() -> usize {
 
 /// Accepts connections on `listener`, at most `limit` at once, each served by a task
 /// of its own from `serve`; the rest are logged and closed.
-async fn accept_loop<'a, F, Fut>(
-    ex: &smol::Executor<'a>,
+async fn accept_loop<F, Fut>(
     listener: &TcpListener,
     log: &Logger,
     limit: usize,
@@ -270,7 +260,7 @@ async fn accept_loop<'a, F, Fut>(
     serve: F,
 ) where
     F: Fn(TcpStream, String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'a,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let open = Arc::new(AtomicUsize::new(0));
     let mut failing = false;
@@ -289,7 +279,7 @@ async fn accept_loop<'a, F, Fut>(
                 }
                 let guard = Counted::new(&open);
                 let task = serve(stream, who);
-                ex.spawn(async move {
+                smol::spawn(async move {
                     let _guard = guard;
                     task.await;
                 })
