@@ -1,4 +1,4 @@
-//! The proofs of the bus handshake (SPEC §5; the messages are in [`crate::wire`]): each
+//! The proofs of the bus handshake (SPEC §5; the wire module formats its messages): each
 //! side proves it knows `HERD_SECRET` with an HMAC-SHA256 over both names and both fresh
 //! nonces, so the secret never crosses the wire and a recorded handshake cannot be
 //! replayed. A `herd status` query proves itself the same way, with an empty dialer

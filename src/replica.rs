@@ -47,6 +47,8 @@ struct Inner {
     backlog: VecDeque<(u64, u32, Origin)>,
     /// Every offset above this one is in the backlog.
     backlog_from: u64,
+    /// Offsets the backlog keeps: `BACKLOG` (smaller in tests, to cross it).
+    backlog_cap: usize,
     next_offset: u64,
     /// Offsets decided but not yet published.
     pending: BTreeSet<u64>,
@@ -145,6 +147,7 @@ impl Replica {
             store: Store::new(),
             backlog: VecDeque::new(),
             backlog_from: 0,
+            backlog_cap: BACKLOG,
             next_offset: EPOCH,
             pending: BTreeSet::new(),
             cursors: HashMap::new(),
@@ -152,7 +155,7 @@ impl Replica {
         let mut history = None;
         let mut state = None;
         if let Some(dir) = state_dir {
-            let (file, bytes, damage) = State::open(dir, name)
+            let (mut file, bytes, damage) = State::open(dir, name)
                 .map_err(|e| format!("cannot open the state file in {}: {e}", dir.display()))?;
             let mut max_offset = 0;
             let store = &mut inner.store;
@@ -164,6 +167,7 @@ impl Replica {
                 }
             });
             let records = loaded.records;
+            file.set_records(loaded.lines as u64);
             history = loaded.history;
             for (peer, cursor) in loaded.cursors {
                 inner.cursors.insert(peer, (cursor, cursor.offset));
@@ -238,7 +242,7 @@ impl Replica {
         inner.next_offset += 1;
         inner.pending.insert(offset);
         inner.backlog.push_back((offset, slot, from));
-        if inner.backlog.len() > BACKLOG {
+        if inner.backlog.len() > inner.backlog_cap {
             if let Some((dropped, _, _)) = inner.backlog.pop_front() {
                 inner.backlog_from = dropped;
             }
@@ -442,6 +446,8 @@ struct Loaded {
     bad_lines: usize,
     /// Update records read.
     records: usize,
+    /// Lines of the file, every record valid or not.
+    lines: usize,
 }
 
 /// Threads parsing a state file while the caller stores what they parsed: a restart
@@ -487,6 +493,7 @@ fn load(bytes: &[u8], mut store: impl FnMut(Vec<(u64, Report)>)) -> Loaded {
             while let Some(mut part) = waiting.remove(&want) {
                 want += 1;
                 all.records += part.updates.len() + part.bad_lines;
+                all.lines += part.lines;
                 store(std::mem::take(&mut part.updates));
                 all.history = part.history.or(all.history);
                 all.cursors.extend(part.cursors);
@@ -501,15 +508,20 @@ fn load(bytes: &[u8], mut store: impl FnMut(Vec<(u64, Report)>)) -> Loaded {
 
 fn load_part(at: usize, bytes: &[u8]) -> Loaded {
     let mut part = Loaded::default();
-    let damage = state::parse(bytes, |record| match record {
-        Record::Update { offset, line } => match Report::from_line(line) {
-            Some(report) => part.updates.push((offset.max(1), report)),
-            None => part.bad_lines += 1,
-        },
-        Record::History(h) => part.history = Some(h),
-        Record::Cursor { peer, cursor } => part.cursors.push((peer.to_string(), cursor)),
+    let mut lines = 0;
+    let damage = state::parse(bytes, |record| {
+        lines += 1;
+        match record {
+            Record::Update { offset, line } => match Report::from_line(line) {
+                Some(report) => part.updates.push((offset.max(1), report)),
+                None => part.bad_lines += 1,
+            },
+            Record::History(h) => part.history = Some(h),
+            Record::Cursor { peer, cursor } => part.cursors.push((peer.to_string(), cursor)),
+        }
     });
     part.dropped = damage.dropped;
+    part.lines = lines + damage.dropped;
     part.first_dropped_at = damage.first_dropped_at.map(|p| p + at);
     part
 }
@@ -717,4 +729,115 @@ fn snapshot(history: History, inner: &Mutex<Inner>) -> Vec<u8> {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica with no state dir, its backlog cut to `cap` offsets, logging to a
+    /// temporary dir.
+    fn replica(tag: &str, cap: usize) -> (Replica, crate::log::LogWriter) {
+        let dir = std::env::temp_dir().join(format!("herd-replica-{tag}-{}", std::process::id()));
+        let (log, writer) = Logger::open(&dir, "T", Vec::new());
+        let r = Replica::open("T", 2, None, None, &log).expect("no state dir to fail");
+        lock(&r.inner).backlog_cap = cap;
+        (r, writer)
+    }
+
+    /// Decides and commits the update of `client` at time `t`, from `from`; returns the
+    /// published offset after it.
+    fn update(r: &Replica, client: &str, t: u32, from: Origin) -> u64 {
+        let line = format!("AT A +0.000000001 {client} +1+1 {t}");
+        let mut batch = Batch::default();
+        assert!(r.decide(Report::from_line(&line).unwrap(), from, &mut batch));
+        smol::block_on(r.commit(&mut batch));
+        // Dropped before the lock is taken below: a batch's drop takes the lock too.
+        drop(batch);
+        lock(&r.inner).published()
+    }
+
+    /// Everything a writer starting at `offset` sends, skipping `skip`'s updates.
+    fn catch_up_all(r: &Replica, offset: u64, skip: Origin) -> Vec<String> {
+        let mut feed = Feed::from(offset);
+        let mut lines = Vec::new();
+        loop {
+            let (got, more) = r.catch_up(&mut feed, skip, 100);
+            lines.extend(
+                got.iter()
+                    .map(|l| l.split(' ').nth(3).unwrap_or("").to_string()),
+            );
+            if !more {
+                return lines;
+            }
+        }
+    }
+
+    #[test]
+    fn a_writer_gets_what_was_published_past_its_offset_once_per_client() {
+        let (r, _w) = replica("feed", BACKLOG);
+        let mut after = vec![lock(&r.inner).published()];
+        for i in 0..10 {
+            after.push(update(&r, &format!("c{i}"), 1, 0));
+        }
+        // From nothing: everything (a scan of the store, the backlog not reaching back).
+        assert_eq!(catch_up_all(&r, 0, 9).len(), 10);
+        // From the fifth update on: the last five, from the backlog.
+        assert_eq!(
+            catch_up_all(&r, after[5], 9),
+            ["c5", "c6", "c7", "c8", "c9"]
+        );
+        // A client updated again is sent once, at its new offset.
+        update(&r, "c6", 2, 0);
+        assert_eq!(
+            catch_up_all(&r, after[5], 9),
+            ["c5", "c7", "c8", "c9", "c6"]
+        );
+        // An update from link 1 is not sent back to link 1.
+        let end = update(&r, "from-peer", 1, 1);
+        assert_eq!(catch_up_all(&r, end - 1, 1), Vec::<String>::new());
+        assert_eq!(catch_up_all(&r, end - 1, 2), ["from-peer"]);
+        // A writer that is level gets nothing.
+        assert!(catch_up_all(&r, end, 9).is_empty());
+    }
+
+    #[test]
+    fn past_the_backlog_a_writer_scans_and_still_gets_only_what_it_missed() {
+        let (r, _w) = replica("scan", 4);
+        let mut after = vec![lock(&r.inner).published()];
+        for i in 0..10 {
+            after.push(update(&r, &format!("c{i}"), 1, 0));
+        }
+        assert_eq!(lock(&r.inner).backlog.len(), 4);
+        // Offset after c1 is older than what the backlog keeps: the store is scanned,
+        // and only the eight updates after it are sent.
+        assert!(after[2] < lock(&r.inner).backlog_from);
+        let mut got = catch_up_all(&r, after[2], 9);
+        got.sort();
+        assert_eq!(got, ["c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]);
+        // Within the backlog: from it.
+        assert_eq!(catch_up_all(&r, after[8], 9), ["c8", "c9"]);
+    }
+
+    #[test]
+    fn a_peer_offset_counts_only_in_this_history() {
+        let (r, _w) = replica("start", BACKLOG);
+        let end = update(&r, "c", 1, 0);
+        let mine = Cursor {
+            history: r.history(),
+            offset: end,
+        };
+        assert_eq!(r.start_offset(Some(mine)), end);
+        let other = Cursor {
+            history: History(r.history().0 ^ 1),
+            ..mine
+        };
+        assert_eq!(r.start_offset(Some(other)), 0);
+        let ahead = Cursor {
+            offset: end + 1,
+            ..mine
+        };
+        assert_eq!(r.start_offset(Some(ahead)), 0);
+        assert_eq!(r.start_offset(None), 0);
+    }
 }

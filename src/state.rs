@@ -15,7 +15,7 @@
 //! <AT line>                             an update written by herd before offsets (offset 0)
 //! ```
 //!
-//! Only the disk thread of [`crate::replica`] touches the file, so no lock is needed and
+//! Only the replica's disk thread touches the file, so no lock is needed and
 //! no fsync ever waits under a lock that connections take.
 
 use crate::wire::{Cursor, History};
@@ -194,10 +194,17 @@ impl State {
             path,
             file,
             size,
-            records: memchr::memchr_iter(b'\n', &bytes[..valid]).count() as u64,
+            // Set by the caller, who parses the records (`set_records`).
+            records: 0,
             dirty: false,
         };
         Ok((state, bytes, damage))
+    }
+
+    /// Tells the file how many records (lines, valid or not) it held when opened, as
+    /// the caller's parse counted them; compaction is decided on it.
+    pub fn set_records(&mut self, records: u64) {
+        self.records = records;
     }
 
     /// Appends records' bytes in one write.

@@ -218,3 +218,40 @@ fn running_out_of_descriptors_refuses_cleanly_without_spinning_and_recovers() {
     held.clear();
     wait_served(&addr);
 }
+
+/// Past MAX_BUS_CONNECTIONS (strangers that have not finished a handshake count), a new
+/// bus connection is logged and closed; clients, bounded apart, are served as before.
+#[test]
+fn bus_connections_past_their_bound_are_closed_and_clients_are_not_affected() {
+    use herd::server::MAX_BUS_CONNECTIONS;
+    let herd = Herd::start(&["A"], &[], "");
+    let bus = herd.bus("A");
+    // Each waits in the handshake (for up to HANDSHAKE_TIMEOUT) and holds a place.
+    let held: Vec<TcpStream> = (0..MAX_BUS_CONNECTIONS)
+        .map(|_| TcpStream::connect(&bus).expect("connect under the bound"))
+        .collect();
+    // Accept is FIFO: by the time this one is accepted, every held one is counted.
+    let mut extra = TcpStream::connect(&bus).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let start = Instant::now();
+    assert_eq!(
+        extra.read(&mut buf).unwrap_or(usize::MAX),
+        0,
+        "the one past the bound is closed"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "closed at once, not by the handshake timeout"
+    );
+    herd.wait_log(
+        "A",
+        &format!("{MAX_BUS_CONNECTIONS} bus connections already open"),
+    );
+    let mut c = herd.client("A");
+    c.send("IAMAT while-bus-full +1-2 3\n");
+    assert!(c.line().starts_with("AT A "));
+    drop(held);
+}
