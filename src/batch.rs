@@ -24,7 +24,7 @@ pub(crate) trait Handler {
     async fn line(&mut self, line: Line<'_>, batch: &mut Batch, entry: &mut Entry) -> bool;
 
     /// Runs after the batch is committed; an error ends the connection with it.
-    async fn finish(&mut self, entry: &mut Entry) -> Result<(), String>;
+    async fn finish(&mut self) -> Result<(), String>;
 
     /// Why the connection ends after `line` said stop (it may first tidy up).
     async fn stopped(&mut self) -> String;
@@ -63,7 +63,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, H: Handler>(
             }
         }
         replica.commit(&mut batch).await;
-        let finished = handler.finish(&mut entry).await;
+        let finished = handler.finish().await;
         log.send(entry);
         if let Err(why) = finished {
             return why;

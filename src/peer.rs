@@ -33,10 +33,6 @@ use std::time::{Duration, Instant};
 /// (`MAX_AT_LINE`), so everything one server acknowledges its peers accept.
 pub const MAX_PEER_LINE: usize = MAX_AT_LINE + 1;
 
-/// Wake-ups that may wait for one link's writer. The updates themselves wait in the
-/// replica's backlog, so one pending wake-up says all there is to say.
-pub const PEER_QUEUE: usize = 1;
-
 /// How long dialing a peer may take: on a LAN or loopback a connect completes in
 /// milliseconds, so 2 s means the peer (or the path to it) is down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -697,7 +693,7 @@ impl batch::Handler for LinkLines<'_> {
         true
     }
 
-    async fn finish(&mut self, _entry: &mut Entry) -> Result<(), String> {
+    async fn finish(&mut self) -> Result<(), String> {
         Ok(())
     }
 

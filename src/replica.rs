@@ -30,6 +30,10 @@ use std::time::Duration;
 /// the store. At 150,000 updates/s this is seven seconds of updates.
 pub const BACKLOG: usize = 1 << 20;
 
+/// Wake-ups that may wait for one link's writer (its bounded channel). The updates
+/// themselves wait in the backlog, so one pending wake-up says all there is to say.
+pub const PEER_QUEUE: usize = 1;
+
 /// Store entries examined per catch-up step of a scan, so the lock is held for about
 /// a millisecond at a time however many clients are held.
 const SCAN_STEP: usize = 32 * 1024;
@@ -339,7 +343,7 @@ impl Replica {
     /// are published, and closes when the server stops (`close_links`) or the link is
     /// replaced. Capacity one: a wake-up pending is as good as many.
     pub fn subscribe(&self, link: usize) -> async_channel::Receiver<()> {
-        let (tx, rx) = async_channel::bounded(1);
+        let (tx, rx) = async_channel::bounded(PEER_QUEUE);
         let _ = tx.try_send(());
         let mut wakers = lock(&self.wakers);
         if wakers.1 {

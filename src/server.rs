@@ -384,7 +384,7 @@ impl batch::Handler for ClientLines<'_> {
         }
     }
 
-    async fn finish(&mut self, _entry: &mut Entry) -> Result<(), String> {
+    async fn finish(&mut self) -> Result<(), String> {
         let written = write_replies(&mut self.stream, &self.out).await;
         // A connection between commands keeps no reply buffer either.
         self.out = Vec::new();
