@@ -65,6 +65,13 @@ pub const KEEPALIVE_PROBES: u32 = 3;
 /// Bytes of updates gathered into one write to a peer.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// How far (in offsets) the feed may move past the last `HERD-OFFSET` sent before a
+/// writer sends one on its own. An offset rides along with every write of updates; the
+/// feed also moves over updates that came from this very peer (never sent back), and
+/// acknowledging each of those alone would cost a transmission per flooded update. A
+/// cursor that lags by such updates costs nothing on resync: the catch-up skips them.
+const OFFSET_LAG: u64 = 1024;
+
 /// One configured link, from this server's side.
 pub struct Link {
     /// The peer's name.
@@ -601,14 +608,17 @@ async fn write_loop(bus: &Bus, i: usize, mut conn: Conn, start: u64) -> String {
     let mut closing = false;
     loop {
         let (lines, more) = bus.replica.catch_up(&mut feed, origin(i), WRITE_BATCH);
-        if !lines.is_empty() || feed.offset() != sent_offset {
+        let moved = feed.offset().saturating_sub(sent_offset);
+        let send_offset =
+            moved > 0 && (!lines.is_empty() || moved >= OFFSET_LAG || (closing && !more));
+        if !lines.is_empty() || send_offset {
             let mut entry = bus.log.entry();
             for line in &lines {
                 buf.extend_from_slice(line.as_bytes());
                 buf.push(b'\n');
                 entry.line("out", &who, line.as_bytes());
             }
-            if feed.offset() != sent_offset {
+            if send_offset {
                 let start = buf.len();
                 let cursor = Cursor {
                     history: bus.replica.history(),

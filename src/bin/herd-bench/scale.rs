@@ -124,6 +124,7 @@ pub fn run(o: &Options) -> Result<(Summary, bool), String> {
         base: wire::epoch_secs(),
         summary: Summary::new("scale"),
         ok: true,
+        ticks_at_kill: Vec::new(),
     };
     let result = smol::block_on(run.all());
     run.herd.stop_all();
@@ -141,6 +142,9 @@ struct Run<'a> {
     base: u64,
     summary: Summary,
     ok: bool,
+    /// CPU ticks of each running server when the current restart began (the restarted
+    /// server's new process starts from 0).
+    ticks_at_kill: Vec<(String, u64)>,
 }
 
 impl Run<'_> {
@@ -261,6 +265,7 @@ impl Run<'_> {
     async fn scenario_a(&mut self, sample: &[(String, String)]) -> io::Result<()> {
         let to = self.o.to.clone();
         self.herd.kill9(&to)?;
+        self.mark_ticks();
         herdproc::remove_state(&self.state_dir, &to)?;
         let spawned = self.herd.start(&to)?;
         self.restarted("a", &to, spawned, sample).await?;
@@ -272,6 +277,7 @@ impl Run<'_> {
     async fn scenario_b(&mut self) -> io::Result<()> {
         let to = self.o.to.clone();
         self.herd.kill9(&to)?;
+        self.mark_ticks();
         let time = wire::client_time(self.base, 1);
         let fresh: Vec<(String, String)> = (0..self.o.sample as u64)
             .map(|i| (client(self.pid, "b", i), time.clone()))
@@ -296,6 +302,7 @@ impl Run<'_> {
     async fn scenario_c(&mut self, sample: &[(String, String)]) -> io::Result<()> {
         let from = self.o.from.clone();
         self.herd.kill9(&from)?;
+        self.mark_ticks();
         let spawned = self.herd.start(&from)?;
         let (mut conn, first) = serving(&self.from, spawned, self.o.restart_timeout).await?;
         let one = self.hold(&mut conn, &sample[..1], spawned).await?;
@@ -329,6 +336,26 @@ impl Run<'_> {
         clients: &[(String, String)],
     ) -> io::Result<()> {
         let hold = self.hold(&mut conn, clients, spawned).await?;
+        let cpu: Vec<String> = self
+            .servers
+            .iter()
+            .filter_map(|(n, _)| {
+                let now = procfs::cpu_ticks(self.herd.pid(n)?).ok()?;
+                let before = self
+                    .ticks_at_kill
+                    .iter()
+                    .find(|(m, _)| m == n)
+                    .map_or(0, |t| t.1);
+                Some(format!(
+                    "{n}={}",
+                    now.saturating_sub(before) * 1000 / procfs::USER_HZ
+                ))
+            })
+            .collect();
+        println!(
+            "scale ({tag}): CPU ms per server until then: {}",
+            cpu.join(" ")
+        );
         let pid = self.pid_of(name)?;
         let bytes = herdproc::link_bytes_received(pid);
         println!(
@@ -420,6 +447,15 @@ impl Run<'_> {
             "herd-bench: the herd was still busy after {} s",
             SETTLE_TIMEOUT.as_secs()
         );
+    }
+
+    /// Records every running server's CPU ticks, the baseline of a restart's CPU figures.
+    fn mark_ticks(&mut self) {
+        self.ticks_at_kill = self
+            .servers
+            .iter()
+            .filter_map(|(n, _)| Some((n.clone(), procfs::cpu_ticks(self.herd.pid(n)?).ok()?)))
+            .collect();
     }
 
     fn addr_of(&self, name: &str) -> String {
