@@ -17,7 +17,7 @@
 
 use crate::log::Logger;
 use crate::state::{self, Record, State};
-use crate::store::{Origin, Report, Store};
+use crate::store::{ClientHash, ClientHasher, Origin, Report, Store};
 use crate::wire::{Cursor, History};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
@@ -164,10 +164,11 @@ impl Replica {
             let mut max_offset = 0;
             let store = &mut inner.store;
             store.reserve(bytes.len() / 100);
-            let loaded = load(&bytes[..damage.valid], |updates| {
-                for (offset, report) in updates {
+            let hasher = store.hasher().clone();
+            let loaded = load(&bytes[..damage.valid], &hasher, |updates| {
+                for (offset, report, hash) in updates {
                     max_offset = max_offset.max(offset);
-                    store.update(report, offset, 0);
+                    store.update_hashed(report, hash, offset, 0);
                 }
             });
             let records = loaded.records;
@@ -439,8 +440,8 @@ impl Drop for Replica {
 /// What a state file holds, parsed.
 #[derive(Default)]
 struct Loaded {
-    /// Updates in file order, with their offsets (at least 1).
-    updates: Vec<(u64, Report)>,
+    /// Updates in file order, with their offsets (at least 1) and client hashes.
+    updates: Vec<(u64, Report, ClientHash)>,
     history: Option<History>,
     cursors: Vec<(String, Cursor)>,
     /// Records dropped for a bad checksum or text, and where the first one starts.
@@ -463,8 +464,13 @@ const LOAD_CHUNK: usize = 4 << 20;
 
 /// Parses the records of `bytes` (whole records only) on `LOAD_THREADS` threads, in
 /// chunks split at record boundaries, handing each chunk's updates to `store` in file
-/// order as they are ready, so storing overlaps parsing.
-fn load(bytes: &[u8], mut store: impl FnMut(Vec<(u64, Report)>)) -> Loaded {
+/// order as they are ready, so storing overlaps parsing. The parsing threads also hash
+/// each client ID with `hasher`, so storing one is a single probe of the index.
+fn load(
+    bytes: &[u8],
+    hasher: &ClientHasher,
+    mut store: impl FnMut(Vec<(u64, Report, ClientHash)>),
+) -> Loaded {
     let mut chunks = Vec::new();
     let mut start = 0;
     while start < bytes.len() {
@@ -484,7 +490,7 @@ fn load(bytes: &[u8], mut store: impl FnMut(Vec<(u64, Report)>)) -> Loaded {
                 let Some(&(at, chunk)) = chunks.get(i) else {
                     return;
                 };
-                if done.send((i, load_part(at, chunk))).is_err() {
+                if done.send((i, load_part(at, chunk, hasher))).is_err() {
                     return;
                 }
             });
@@ -510,14 +516,17 @@ fn load(bytes: &[u8], mut store: impl FnMut(Vec<(u64, Report)>)) -> Loaded {
     all
 }
 
-fn load_part(at: usize, bytes: &[u8]) -> Loaded {
+fn load_part(at: usize, bytes: &[u8], hasher: &ClientHasher) -> Loaded {
     let mut part = Loaded::default();
     let mut lines = 0;
     let damage = state::parse(bytes, |record| {
         lines += 1;
         match record {
             Record::Update { offset, line } => match Report::from_line(line) {
-                Some(report) => part.updates.push((offset.max(1), report)),
+                Some(report) => {
+                    let hash = hasher.hash(report.client());
+                    part.updates.push((offset.max(1), report, hash));
+                }
                 None => part.bad_lines += 1,
             },
             Record::History(h) => part.history = Some(h),

@@ -1,7 +1,8 @@
 //! The client store: per client, the AT line with the latest client time, and the
 //! offset at which this server accepted it. Compact by design (a million clients is a
 //! normal day): one 32-byte entry per client in a slab, the AT line shared with the
-//! queues that send it, and an index of 4-byte slab slots hashed by client ID. The
+//! queues that send it, and an index of slab slots hashed by client ID, each beside 32
+//! bits of its client's hash, so growing the index never reads a client ID back. The
 //! client ID, the receiving server and the client time are read back from the line
 //! itself rather than stored twice.
 
@@ -100,12 +101,34 @@ fn order_key(line: &str) -> Option<(i128, &str)> {
     Some((protocol::parse_time(time)?, server))
 }
 
+/// A client ID's hash as the index keeps it: 32 bits, stored beside the slot.
+pub type ClientHash = u32;
+
 /// Every client's latest report.
 #[derive(Default)]
 pub struct Store {
     entries: Vec<Entry>,
-    index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    /// `(slot, the slot's client hash)`: 8 bytes a client.
+    index: HashTable<(u32, ClientHash)>,
+    hasher: ClientHasher,
+}
+
+/// Hashes client IDs for the index; cheap to clone, so threads loading a state file hash
+/// what they parse with the store's own seed.
+#[derive(Clone, Default)]
+pub struct ClientHasher(DefaultHashBuilder);
+
+impl ClientHasher {
+    /// `client`'s hash.
+    pub fn hash(&self, client: &str) -> ClientHash {
+        self.0.hash_one(client) as ClientHash
+    }
+}
+
+/// The table's 64-bit hash, spread from the stored 32 bits (hashbrown takes the
+/// bucket from the low bits and a tag from the top seven).
+fn wide(hash: ClientHash) -> u64 {
+    u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 impl Store {
@@ -115,48 +138,72 @@ impl Store {
     }
 
     fn find(&self, client: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(client);
+        let hash = self.hasher.hash(client);
         self.index
-            .find(hash, |&slot| self.entries[slot as usize].client() == client)
-            .copied()
+            .find(wide(hash), |&(slot, h)| {
+                h == hash && self.entries[slot as usize].client() == client
+            })
+            .map(|&(slot, _)| slot)
+    }
+
+    /// The hasher of this store's index.
+    pub fn hasher(&self) -> &ClientHasher {
+        &self.hasher
     }
 
     /// Stores `report` if it is newer than what is held for its client, marking it with
     /// offset `seq` and origin `from`; returns its slot if it was stored.
     pub fn update(&mut self, report: Report, seq: u64, from: Origin) -> Option<u32> {
+        let hash = self.hasher.hash(report.client());
+        self.update_hashed(report, hash, seq, from)
+    }
+
+    /// [`Store::update`] for a report whose client ID `hash` is known (from
+    /// [`Store::hasher`]): a new client costs one probe of the index, and its line is
+    /// moved in, not read.
+    pub fn update_hashed(
+        &mut self,
+        report: Report,
+        hash: ClientHash,
+        seq: u64,
+        from: Origin,
+    ) -> Option<u32> {
         let client = report.client;
         // Lines are bounded by MAX_AT_LINE (< u16::MAX), so both fit.
         let range = (client.0 as u16, (client.1 - client.0) as u16);
-        let entry = Entry {
-            line: report.line.clone(),
-            seq,
-            client: range,
-            from,
-        };
-        let hash = self.hasher.hash_one(report.client());
-        let (entries, hasher) = (&mut self.entries, &self.hasher);
+        let entries = &mut self.entries;
         let next = u32::try_from(entries.len()).ok()?;
-        match self.index.entry(
-            hash,
-            |&slot| entries[slot as usize].client() == report.client(),
-            |&slot| hasher.hash_one(entries[slot as usize].client()),
-        ) {
+        let found = self.index.entry(
+            wide(hash),
+            |&(slot, h)| h == hash && entries[slot as usize].client() == report.client(),
+            |&(_, h)| wide(h),
+        );
+        let slot = match found {
             hashbrown::hash_table::Entry::Occupied(found) => {
-                let slot = *found.get();
-                let old = &mut entries[slot as usize];
+                let slot = found.get().0;
+                let old = &entries[slot as usize];
                 if order_key(&old.line).is_some_and(|old| (report.time_ns, report.server()) <= old)
                 {
                     return None;
                 }
-                *old = entry;
-                Some(slot)
+                slot
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                vacant.insert(next);
-                entries.push(entry);
-                Some(next)
+                vacant.insert((next, hash));
+                next
             }
+        };
+        let entry = Entry {
+            line: report.line,
+            seq,
+            client: range,
+            from,
+        };
+        match entries.get_mut(slot as usize) {
+            Some(old) => *old = entry,
+            None => entries.push(entry),
         }
+        Some(slot)
     }
 
     /// The stored AT line for `client`.
@@ -193,9 +240,7 @@ impl Store {
     /// Makes room for `more` clients at once (a state file being loaded).
     pub(crate) fn reserve(&mut self, more: usize) {
         self.entries.reserve(more);
-        let (entries, hasher) = (&self.entries, &self.hasher);
-        self.index
-            .reserve(more, |&s| hasher.hash_one(entries[s as usize].client()));
+        self.index.reserve(more, |&(_, h)| wide(h));
     }
 }
 
