@@ -29,13 +29,16 @@ pub(crate) trait Handler {
     /// Why the connection ends after `line` said stop (it may first tidy up).
     async fn stopped(&mut self) -> String;
 
-    /// Waits until the connection has bytes to read, when no line is in flight (so the
-    /// read buffer can be freed meanwhile); by default it does not wait.
-    async fn idle(&mut self) {}
+    /// True when [`run`] should return `None` once no line is in flight after a read,
+    /// so the caller can wait for the next bytes holding none of the loop's state (a
+    /// client connection between commands); false keeps reading in the loop.
+    const LEAVE_WHEN_IDLE: bool = false;
 }
 
 /// Runs `handler` over the lines of `stream` until EOF, an error or a stop (or, given
-/// `alive`, the server stopping); returns why it ended.
+/// `alive`, the server stopping) and returns why it ended; or, for a handler that
+/// leaves when idle, returns `None` once everything read is answered and no partial
+/// line is buffered (the read buffer is then freed). It always reads at least once.
 pub(crate) async fn run<R: AsyncRead + Unpin, H: Handler>(
     stream: &mut R,
     lines: &mut LineReader,
@@ -43,10 +46,11 @@ pub(crate) async fn run<R: AsyncRead + Unpin, H: Handler>(
     log: &Logger,
     alive: Option<&Alive>,
     handler: &mut H,
-) -> String {
+) -> Option<String> {
     let mut batch = Batch::default();
     // Lines already buffered (after a handshake, say) come first; then each read.
     let mut read = Ok(usize::MAX);
+    let mut has_read = false;
     loop {
         let mut entry = log.entry();
         let mut go_on = true;
@@ -66,27 +70,28 @@ pub(crate) async fn run<R: AsyncRead + Unpin, H: Handler>(
         let finished = handler.finish().await;
         log.send(entry);
         if let Err(why) = finished {
-            return why;
+            return Some(why);
         }
         if !go_on {
-            return handler.stopped().await;
+            return Some(handler.stopped().await);
         }
         match read {
-            Ok(0) => return H::CLOSED.into(),
+            Ok(0) => return Some(H::CLOSED.into()),
             Ok(_) => {}
-            Err(e) => return format!("read failed: {e}"),
+            Err(e) => return Some(format!("read failed: {e}")),
         }
-        let fill = async {
-            if lines.is_idle() {
-                lines.release();
-                handler.idle().await;
+        if lines.is_idle() {
+            lines.release();
+            if H::LEAVE_WHEN_IDLE && has_read {
+                return None;
             }
-            lines.fill(stream).await
-        };
+        }
+        has_read = true;
+        let fill = lines.fill(stream);
         read = match alive {
             Some(alive) => match alive.unless_stopped(fill).await {
                 Some(read) => read,
-                None => return "server stopping".into(),
+                None => return Some("server stopping".into()),
             },
             None => fill.await,
         };

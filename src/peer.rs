@@ -661,6 +661,7 @@ async fn read_loop(bus: &Bus, i: usize, mut input: Input, mut lines: LineReader)
         &mut link,
     )
     .await
+    .unwrap_or_default()
 }
 
 /// A link's side of the batch loop.

@@ -14,7 +14,7 @@ use crate::shutdown::{timeout, Alive};
 use crate::store::Report;
 use async_net::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncWriteExt, Future};
-use smol::Timer;
+use smol::{Async, Timer};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -183,7 +183,7 @@ pub async fn run(
         "client",
         |stream, who| {
             let (node, alive) = (node.clone(), clients.clone());
-            async move { serve_client(&node, stream, who, alive).await }
+            serve_client(node, stream.into(), who, alive)
         },
     );
     let serve_bus = accept_loop(
@@ -327,28 +327,49 @@ fn now_ns() -> i128 {
 
 /// Serves one client connection with the shared batch loop: each batch of lines read
 /// is decided, made durable and flooded, then answered in order.
-async fn serve_client(node: &Node, mut stream: TcpStream, who: String, alive: Alive) {
-    let _ = stream.set_nodelay(true);
-    node.log.event("open", &who, "connected");
-    let mut lines = LineReader::new();
-    let mut client = ClientLines {
-        node,
-        who: &who,
-        out: Vec::new(),
-        ready: stream.clone().into(),
-        stream: stream.clone(),
-    };
-    let (replica, log) = (&node.replica, &node.log);
-    let why = batch::run(
-        &mut stream,
-        &mut lines,
-        replica,
-        log,
-        Some(&alive),
-        &mut client,
-    )
-    .await;
-    node.log.event("close", &who, &why);
+///
+/// Between commands the connection is only this small future waiting for readability:
+/// the batch loop's state (read buffer, batch, reply buffer, the futures of an answer)
+/// is boxed for each burst of lines and freed once the burst is answered, so thousands
+/// of idle clients cost little more than their sockets. (A plain `fn` returning an
+/// `async move` block, so its arguments are held once, not also as an async fn's locals.)
+fn serve_client(
+    node: Arc<Node>,
+    socket: Arc<Async<std::net::TcpStream>>,
+    who: String,
+    alive: Alive,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = socket.get_ref().set_nodelay(true);
+        node.log.event("open", &who, "connected");
+        let mut reader: &Async<std::net::TcpStream> = &socket;
+        let mut lines = LineReader::new();
+        let mut client = ClientLines {
+            node: &node,
+            who: &who,
+            out: Vec::new(),
+            socket: &socket,
+        };
+        let why = loop {
+            match alive.unless_stopped(socket.readable()).await {
+                None => break "server stopping".to_string(),
+                // An error shows again on the read, which reports it.
+                Some(_) => {}
+            }
+            let burst = batch::run(
+                &mut reader,
+                &mut lines,
+                &node.replica,
+                &node.log,
+                Some(&alive),
+                &mut client,
+            );
+            if let Some(why) = Box::pin(burst).await {
+                break why;
+            }
+        };
+        node.log.event("close", &who, &why);
+    }
 }
 
 /// A client connection's side of the batch loop: answers each command into `out`,
@@ -357,13 +378,12 @@ struct ClientLines<'a> {
     node: &'a Node,
     who: &'a str,
     out: Vec<u8>,
-    stream: TcpStream,
-    /// The same socket, to wait for readability without a buffer.
-    ready: Arc<smol::Async<std::net::TcpStream>>,
+    socket: &'a Async<std::net::TcpStream>,
 }
 
 impl batch::Handler for ClientLines<'_> {
     const CLOSED: &'static str = "closed by client";
+    const LEAVE_WHEN_IDLE: bool = true;
 
     fn who(&self) -> &str {
         self.who
@@ -385,29 +405,25 @@ impl batch::Handler for ClientLines<'_> {
     }
 
     async fn finish(&mut self) -> Result<(), String> {
-        let written = write_replies(&mut self.stream, &self.out).await;
+        let written = write_replies(self.socket, &self.out).await;
         // A connection between commands keeps no reply buffer either.
         self.out = Vec::new();
         written
     }
 
-    async fn idle(&mut self) {
-        let _ = self.ready.readable().await;
-    }
-
     async fn stopped(&mut self) -> String {
-        Box::pin(drain(&mut self.stream)).await;
+        Box::pin(drain(self.socket)).await;
         format!("line longer than {} bytes", crate::lines::MAX_LINE)
     }
 }
 
 /// Writes a batch of replies, giving a client that reads nothing `CLIENT_WRITE_TIMEOUT`.
 /// Most writes complete at once, so the timer is set only when one has to wait.
-async fn write_replies(stream: &mut TcpStream, out: &[u8]) -> Result<(), String> {
+async fn write_replies(mut socket: &Async<std::net::TcpStream>, out: &[u8]) -> Result<(), String> {
     if out.is_empty() {
         return Ok(());
     }
-    let mut write = stream.write_all(out);
+    let mut write = socket.write_all(out);
     let done = match future::poll_once(&mut write).await {
         Some(done) => Some(done),
         None => timeout(CLIENT_WRITE_TIMEOUT, write).await,
@@ -421,13 +437,13 @@ async fn write_replies(stream: &mut TcpStream, out: &[u8]) -> Result<(), String>
 
 /// After a line that is too long: stop sending, then read and discard what is in
 /// flight for a bounded time, so the client reads the answer instead of a reset.
-async fn drain(stream: &mut TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+async fn drain(mut socket: &Async<std::net::TcpStream>) {
+    let _ = socket.get_ref().shutdown(std::net::Shutdown::Write);
     let _ = timeout(DRAIN_TIME, async {
         let mut sink = [0u8; 4096];
         let mut total = 0;
         while total < DRAIN_LIMIT {
-            match futures_lite::AsyncReadExt::read(stream, &mut sink).await {
+            match futures_lite::AsyncReadExt::read(&mut socket, &mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => total += n,
             }
