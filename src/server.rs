@@ -333,6 +333,7 @@ fn now_ns() -> i128 {
 /// is boxed for each burst of lines and freed once the burst is answered, so thousands
 /// of idle clients cost little more than their sockets. (A plain `fn` returning an
 /// `async move` block, so its arguments are held once, not also as an async fn's locals.)
+#[allow(clippy::manual_async_fn)]
 fn serve_client(
     node: Arc<Node>,
     socket: Arc<Async<std::net::TcpStream>>,
@@ -351,10 +352,9 @@ fn serve_client(
             socket: &socket,
         };
         let why = loop {
-            match alive.unless_stopped(socket.readable()).await {
-                None => break "server stopping".to_string(),
-                // An error shows again on the read, which reports it.
-                Some(_) => {}
+            // An error shows again on the read, which reports it.
+            if alive.unless_stopped(socket.readable()).await.is_none() {
+                break "server stopping".to_string();
             }
             let burst = batch::run(
                 &mut reader,
