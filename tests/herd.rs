@@ -34,6 +34,36 @@ fn iamat_floods_to_every_server_of_the_classic_herd() {
     }
 }
 
+/// A flooded update is not acknowledged alone to the peer it came from (the
+/// offset rides along with the next updates sent there, or goes alone only after
+/// `OFFSET_LAG` skipped ones): Riley's clients' updates reach Jaquez from Riley, and
+/// nothing goes back from Jaquez to Riley.
+#[test]
+fn flooded_updates_cost_no_lone_acknowledgement_back() {
+    let herd = Herd::classic("");
+    let mut c = herd.client("Riley");
+    let mut last = String::new();
+    for i in 0..20 {
+        c.send(&format!(
+            "IAMAT quiet-{i} +34.068930-118.445127 1621464827.959498503\n"
+        ));
+        last = c.line();
+    }
+    for name in CLASSIC_NAMES {
+        herd.wait_for(name, "quiet-19", &last);
+    }
+    let log = herd.wait_log("Jaquez", " quiet-19 ");
+    let received = log.matches(" in peer Riley AT Riley ").count();
+    assert_eq!(received, 20, "{log}");
+    // Jaquez may forward to Riley an update it heard first from Bernard, with an offset;
+    // an offset with no update before it is an acknowledgement sent alone.
+    let back = |what: &str| log.matches(&format!(" out peer Riley {what}")).count();
+    assert!(
+        back("HERD-OFFSET") <= back("AT "),
+        "Jaquez acknowledged Riley's updates alone:\n{log}"
+    );
+}
+
 #[test]
 fn whatsat_at_the_farthest_server_asks_the_places_service() {
     let places = StandIn::start(Answer::Reply(200, legacy_body(8)));
