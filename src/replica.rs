@@ -369,7 +369,10 @@ impl Replica {
 
     /// The next updates for a link's writer: lines past `feed`, published, not from
     /// `skip`, up to about `budget` bytes; advances `feed`. Returns the lines and
-    /// whether more is waiting.
+    /// whether more is waiting. A feed from offset 0 (the peer holds nothing of this
+    /// history: it is new, or came back empty) gets everything held when its scan
+    /// started, `skip`'s updates too: a peer that lost its state must get back what
+    /// its own clients once told it.
     pub fn catch_up(&self, feed: &mut Feed, skip: Origin, budget: usize) -> (Vec<Arc<str>>, bool) {
         let inner = lock(&self.inner);
         let published = inner.published();
@@ -381,10 +384,11 @@ impl Replica {
         }
         if let Some((next, target)) = feed.scan {
             let entries = inner.store.entries_from(next);
+            let full = feed.offset == 0;
             let mut examined = 0;
             for e in entries.iter().take(SCAN_STEP) {
                 examined += 1;
-                if e.seq > feed.offset && e.seq <= target && e.from != skip {
+                if e.seq > feed.offset && e.seq <= target && (full || e.from != skip) {
                     bytes += e.line.len() + 1;
                     lines.push(e.line.clone());
                     if bytes >= budget {
@@ -806,10 +810,14 @@ mod tests {
             catch_up_all(&r, after[5], 9),
             ["c5", "c7", "c8", "c9", "c6"]
         );
-        // An update from link 1 is not sent back to link 1.
+        // An update from link 1 is not sent back to link 1...
         let end = update(&r, "from-peer", 1, 1);
         assert_eq!(catch_up_all(&r, end - 1, 1), Vec::<String>::new());
         assert_eq!(catch_up_all(&r, end - 1, 2), ["from-peer"]);
+        // ...unless link 1's peer holds nothing of this history (it came back empty):
+        // a full resync gives it back what it once sent.
+        assert!(catch_up_all(&r, 0, 1).contains(&"from-peer".to_string()));
+        assert_eq!(catch_up_all(&r, 0, 1).len(), 11);
         // A writer that is level gets nothing.
         assert!(catch_up_all(&r, end, 9).is_empty());
     }

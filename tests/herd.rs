@@ -209,6 +209,22 @@ fn a_restarted_server_catches_up() {
     herd.wait_for("Juzang", "while-away", &at);
 }
 
+/// A server that comes back empty (no state dir) gets back what its own clients told
+/// it before the crash: its peers hold those updates as received from it, and a full
+/// resync must not leave them out.
+#[test]
+fn a_server_back_empty_gets_back_its_own_clients_locations() {
+    let mut herd = Herd::start(&["A", "B"], &[("A", "B")], "");
+    let mut c = herd.client("A");
+    c.send("IAMAT told-a +1+1 100\n");
+    let at = c.line();
+    herd.wait_for("B", "told-a", &at);
+    drop(c);
+    herd.kill("A");
+    herd.restart("A");
+    herd.wait_for("A", "told-a", &at);
+}
+
 #[test]
 fn a_server_cut_off_catches_up_when_one_neighbour_returns() {
     let mut herd = Herd::classic("");
