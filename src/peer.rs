@@ -14,7 +14,7 @@ use crate::handshake::{self, Role, Transcript};
 use crate::lines::{Line, LineReader};
 use crate::log::{Entry, Logger};
 use crate::protocol::{strip_terminator, MAX_AT_LINE};
-use crate::replica::{Batch, Feed, Replica};
+use crate::replica::{Batch, BootRole, Feed, Replica, BOOTSTRAP_HOLD, MAX_COVERS};
 use crate::secure::{self, Sealer, SecureReader};
 use crate::shutdown::{timeout, Alive};
 use crate::status;
@@ -161,6 +161,11 @@ impl Bus {
 
     fn find(&self, name: &str) -> Option<usize> {
         self.links.iter().position(|l| l.name == name)
+    }
+
+    /// Link `i` is down (or never came up): the replica's bootstrap may not wait for it.
+    fn link_ended(&self, i: usize) {
+        self.replica.link_ended(origin(i));
     }
 
     fn who(&self, i: usize) -> String {
@@ -480,7 +485,16 @@ async fn read_line<R: AsyncRead + Unpin>(
     stream: &mut R,
     reader: &mut LineReader,
 ) -> Result<Vec<u8>, String> {
-    timeout(HANDSHAKE_TIMEOUT, async {
+    read_line_within(stream, reader, HANDSHAKE_TIMEOUT).await
+}
+
+/// Reads one handshake line within `limit`.
+async fn read_line_within<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    reader: &mut LineReader,
+    limit: Duration,
+) -> Result<Vec<u8>, String> {
+    timeout(limit, async {
         loop {
             if let Some(line) = reader.next_line() {
                 return match line {
@@ -500,35 +514,73 @@ async fn read_line<R: AsyncRead + Unpin>(
 }
 
 /// Runs an established link until either direction fails: first each side says what it
-/// holds of the other's updates, then the writer streams what the peer is missing and
-/// the reader applies the peer's updates.
+/// holds of its peers' updates (`HERD-HOLDS`) and of the other's (`HERD-RESYNC`), then
+/// the writer streams what the peer is missing and the reader applies the peer's
+/// updates. While this server bootstraps from another link, its `HERD-RESYNC` is held
+/// (the writer sends it once the bootstrap is done, at most `BOOTSTRAP_HOLD` later).
 async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
     let link = &bus.links[i];
     let who = bus.who(i);
-    let mine = Message::Resync(bus.replica.cursor_of(&link.name)).to_line();
-    if let Err(e) = conn.write(&mine, &mut Vec::new()).await {
+    let role = bus.replica.bootstrap_role(origin(i));
+    let mut hello = Vec::new();
+    for (peer, cursor) in bus.replica.cursors() {
+        Message::Holds {
+            peer: &peer,
+            cursor,
+        }
+        .write(&mut hello);
+    }
+    let held = match role {
+        BootRole::Hold(done) => {
+            Message::ResyncLater.write(&mut hello);
+            Some(done)
+        }
+        BootRole::Normal | BootRole::Source => {
+            Message::Resync(bus.replica.cursor_of(&link.name)).write(&mut hello);
+            None
+        }
+    };
+    if let Err(e) = conn.write(&hello, &mut Vec::new()).await {
+        bus.link_ended(i);
         return bus.log.event("link-refused", &who, &e);
     }
-    bus.log.event(
-        "link-out",
-        &who,
-        &String::from_utf8_lossy(strip_terminator(&mine)),
-    );
-    let theirs =
-        match read_line(&mut conn.input, &mut conn.lines)
-            .await
-            .map(|l| match Message::parse(&l) {
-                Some(Message::Resync(cursor)) => Ok(cursor),
-                _ => Err(format!(
-                    "expected HERD-RESYNC, got {}",
-                    String::from_utf8_lossy(&l[..l.len().min(100)])
-                )),
-            }) {
-            Ok(Ok(cursor)) => cursor,
-            Ok(Err(e)) | Err(e) => return bus.log.event("link-refused", &who, &e),
+    for line in hello.split_inclusive(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(strip_terminator(line));
+        bus.log.event("link-out", &who, &text);
+    }
+    // The peer's HERD-HOLDS lines (none from a server that does not send them), then
+    // its HERD-RESYNC, or HERD-RESYNC-LATER (the writer waits for the HERD-RESYNC).
+    let mut holds = Vec::new();
+    let theirs = loop {
+        let line = match read_line(&mut conn.input, &mut conn.lines).await {
+            Ok(line) => line,
+            Err(e) => {
+                bus.link_ended(i);
+                return bus.log.event("link-refused", &who, &e);
+            }
         };
-    let start = bus.replica.start_offset(theirs);
-    let line = Message::Resync(theirs).to_line();
+        match Message::parse(&line) {
+            Some(Message::Holds { peer, cursor }) if holds.len() < MAX_COVERS => {
+                bus.log
+                    .event("link-in", &who, &String::from_utf8_lossy(&line));
+                holds.push((peer.to_string(), cursor));
+            }
+            Some(Message::Resync(cursor)) => break Some(cursor),
+            Some(Message::ResyncLater) => break None,
+            _ => {
+                let e = format!(
+                    "expected HERD-RESYNC, got {}",
+                    String::from_utf8_lossy(&line[..line.len().min(100)])
+                );
+                bus.link_ended(i);
+                return bus.log.event("link-refused", &who, &e);
+            }
+        }
+    };
+    let line = match theirs {
+        Some(cursor) => Message::Resync(cursor).to_line(),
+        None => Message::ResyncLater.to_line(),
+    };
     bus.log.event(
         "link-in",
         &who,
@@ -541,10 +593,9 @@ async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let how = if start == 0 {
-        "full resync".to_string()
-    } else {
-        format!("partial resync from offset {start}")
+    let how = match theirs {
+        Some(cursor) => resync_kind(bus.replica.start_offset(cursor)),
+        None => "the peer's resync comes after its bootstrap".to_string(),
     };
     let sealed = if conn.sealer.is_some() {
         format!(", {}", secure::PATTERN)
@@ -570,9 +621,15 @@ async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
         lines: LineReader::new(),
         sealer,
     };
+    // A HERD-RESYNC that comes later reaches the writer through the reader.
+    let (later_tx, later) = async_channel::bounded(1);
+    let theirs = match theirs {
+        Some(cursor) => Ok(cursor),
+        None => Err(later),
+    };
     let why = future::or(
-        write_loop(bus, i, writer, start),
-        read_loop(bus, i, input, lines),
+        write_loop(bus, i, writer, theirs, held, &holds),
+        read_loop(bus, i, input, lines, later_tx),
     )
     .await;
     let mut current = lock(&link.current);
@@ -580,7 +637,17 @@ async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
         *current = None;
     }
     drop(current);
+    bus.link_ended(i);
     bus.log.event("link-down", &who, &why);
+}
+
+/// How a writer starting at `start` catches its peer up, for the log.
+fn resync_kind(start: u64) -> String {
+    if start == 0 {
+        "full resync".to_string()
+    } else {
+        format!("partial resync from offset {start}")
+    }
 }
 
 /// Turns on TCP keepalive (kernel timers: no wakeups here) and a matching
@@ -596,27 +663,89 @@ fn keepalive(stream: &TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The link's one writer: streams published updates past `start` until the wake-up
-/// channel closes (server stopping, or the link replaced), then sends what is left.
-async fn write_loop(bus: &Bus, i: usize, mut conn: Conn, start: u64) -> String {
+/// The link's one writer. It streams published updates past where the peer's
+/// `HERD-RESYNC` says it is (`theirs`, or the channel that brings it when the peer sent
+/// `HERD-RESYNC-LATER`), leaving out what the peer's `holds` show it has from this
+/// server's bootstrap, until the wake-up channel closes (server stopping, or the link
+/// replaced), then sends what is left. With `held`, this server's own `HERD-RESYNC` is
+/// still owed: it goes out once the bootstrap is done, at most `BOOTSTRAP_HOLD` on.
+async fn write_loop(
+    bus: &Bus,
+    i: usize,
+    mut conn: Conn,
+    theirs: Result<Option<Cursor>, async_channel::Receiver<Option<Cursor>>>,
+    mut held: Option<async_channel::Receiver<()>>,
+    holds: &[(String, Cursor)],
+) -> String {
     let who = bus.who(i);
+    let mut sealed = Vec::new();
+    let hold_until = Instant::now() + BOOTSTRAP_HOLD;
+    // Owes its own HERD-RESYNC once `held` closes (or at `hold_until`).
+    let resync_due = |held: &Option<async_channel::Receiver<()>>| {
+        let held = held.clone();
+        async move {
+            match held {
+                Some(done) => {
+                    let left = hold_until.saturating_duration_since(Instant::now());
+                    let _ = timeout(left, done.recv()).await;
+                }
+                None => future::pending::<()>().await,
+            }
+        }
+    };
+    let theirs = match theirs {
+        Ok(cursor) => cursor,
+        Err(later) => loop {
+            // Waits for the peer's HERD-RESYNC, sending its own when it falls due.
+            let got = future::or(async { Some(later.recv().await) }, async {
+                resync_due(&held).await;
+                None
+            })
+            .await;
+            match got {
+                Some(Ok(cursor)) => {
+                    let start = bus.replica.start_offset(cursor);
+                    bus.log.event("link-resync", &who, &resync_kind(start));
+                    break cursor;
+                }
+                Some(Err(_)) => return "the peer closed before its HERD-RESYNC".into(),
+                None => {
+                    if let Err(why) = send_resync(bus, i, &mut conn, &mut sealed).await {
+                        return why;
+                    }
+                    held = None;
+                }
+            }
+        },
+    };
+    let start = bus.replica.start_offset(theirs);
     let wake = bus.replica.subscribe(i);
     let mut feed = Feed::from(start);
+    feed.skip_source(bus.replica.bootstrap_skip(holds));
     let mut sent_offset = start;
     let mut buf = Vec::with_capacity(4096);
-    let mut sealed = Vec::new();
     let mut closing = false;
     loop {
         let (lines, more) = bus.replica.catch_up(&mut feed, origin(i), WRITE_BATCH);
+        let covers = feed.take_covers().unwrap_or_default();
         let moved = feed.offset().saturating_sub(sent_offset);
         let send_offset =
             moved > 0 && (!lines.is_empty() || moved >= OFFSET_LAG || (closing && !more));
-        if !lines.is_empty() || send_offset {
+        if !lines.is_empty() || send_offset || !covers.is_empty() {
             let mut entry = bus.log.entry();
             for line in &lines {
                 buf.extend_from_slice(line.as_bytes());
                 buf.push(b'\n');
                 entry.line("out", &who, line.as_bytes());
+            }
+            for (server, cursor) in &covers {
+                let start = buf.len();
+                Message::Covers {
+                    server,
+                    cursor: *cursor,
+                }
+                .write(&mut buf);
+                entry.line("out", &who, strip_terminator(&buf[start..]));
             }
             if send_offset {
                 let start = buf.len();
@@ -640,18 +769,57 @@ async fn write_loop(bus: &Bus, i: usize, mut conn: Conn, start: u64) -> String {
         if closing {
             return "link closed; everything published was sent".into();
         }
-        if wake.recv().await.is_err() {
-            closing = true;
+        let woken = future::or(async { Some(wake.recv().await) }, async {
+            resync_due(&held).await;
+            None
+        })
+        .await;
+        match woken {
+            Some(Ok(())) => {}
+            Some(Err(_)) => closing = true,
+            None => {
+                if let Err(why) = send_resync(bus, i, &mut conn, &mut sealed).await {
+                    return why;
+                }
+                held = None;
+            }
         }
     }
+}
+
+/// Sends this server's `HERD-RESYNC` for link `i`, owed since its `HERD-RESYNC-LATER`:
+/// what it holds of the peer's updates now that its bootstrap is done.
+async fn send_resync(
+    bus: &Bus,
+    i: usize,
+    conn: &mut Conn,
+    sealed: &mut Vec<u8>,
+) -> Result<(), String> {
+    let mine = Message::Resync(bus.replica.cursor_of(&bus.links[i].name)).to_line();
+    conn.write(&mine, sealed).await?;
+    let text = String::from_utf8_lossy(strip_terminator(&mine));
+    bus.log.event("link-out", &bus.who(i), &text);
+    Ok(())
 }
 
 /// The link's reader, on the shared batch loop: applies the peer's updates and notes
 /// its offsets. A line that is not a valid update is logged and dropped; only a failed
 /// read ends the link.
-async fn read_loop(bus: &Bus, i: usize, mut input: Input, mut lines: LineReader) -> String {
+async fn read_loop(
+    bus: &Bus,
+    i: usize,
+    mut input: Input,
+    mut lines: LineReader,
+    later: async_channel::Sender<Option<Cursor>>,
+) -> String {
     let who = bus.who(i);
-    let mut link = LinkLines { bus, i, who: &who };
+    let mut link = LinkLines {
+        bus,
+        i,
+        who: &who,
+        covers: Vec::new(),
+        later,
+    };
     batch::run(
         &mut input,
         &mut lines,
@@ -669,6 +837,10 @@ struct LinkLines<'a> {
     bus: &'a Bus,
     i: usize,
     who: &'a str,
+    /// `HERD-COVERS` lines so far of a full resync from this peer.
+    covers: Vec<(String, Cursor)>,
+    /// Where a `HERD-RESYNC` that comes after `HERD-RESYNC-LATER` goes: the writer.
+    later: async_channel::Sender<Option<Cursor>>,
 }
 
 impl batch::Handler for LinkLines<'_> {
@@ -698,6 +870,23 @@ impl batch::Handler for LinkLines<'_> {
             Some(Message::Offset(cursor)) => {
                 bus.replica
                     .note_cursor(&bus.links[self.i].name, cursor, batch)
+            }
+            Some(Message::Resync(cursor)) => {
+                // Only the one owed after HERD-RESYNC-LATER counts; the writer takes it.
+                if self.later.try_send(cursor).is_err() {
+                    entry.line("dropped", who, b"a second HERD-RESYNC");
+                }
+                self.later.close();
+            }
+            Some(Message::Covers { server, cursor }) => {
+                if self.covers.len() < MAX_COVERS {
+                    self.covers.push((server.to_string(), cursor));
+                }
+                // The sender's own history comes last and ends the set.
+                if server == bus.links[self.i].name {
+                    let covers = std::mem::take(&mut self.covers);
+                    bus.replica.note_covers(origin(self.i), covers, batch);
+                }
             }
             _ => entry.line("dropped", who, b"not a bus message"),
         }

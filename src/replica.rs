@@ -45,6 +45,16 @@ const CURSOR_PERSIST_EVERY: u64 = 10_000;
 /// Offsets a start advances by: one epoch, the high 32 bits.
 const EPOCH: u64 = 1 << 32;
 
+/// Longest a link of a server that started empty holds its `HERD-RESYNC` while its
+/// bootstrap runs (a million clients take a few seconds); the peer waits for it that
+/// long plus its handshake timeout. The link carries nothing meanwhile: the source's
+/// updates reach the peer on their own way, this server's after the hold.
+pub const BOOTSTRAP_HOLD: Duration = Duration::from_secs(20);
+
+/// Most `HERD-COVERS` lines one full resync may bring (a server has at most 254 links,
+/// and its own history comes last); more are dropped.
+pub const MAX_COVERS: usize = 256;
+
 struct Inner {
     store: Store,
     /// `(offset, slot, origin)` of recent updates, in offset order.
@@ -69,11 +79,21 @@ impl Inner {
     }
 }
 
+/// The end of a bootstrap: its source, the last offset the source brought, and what
+/// it covers (the source's cursors, its own history last).
+struct BootEnd {
+    source: Origin,
+    until: u64,
+    covers: Vec<(String, Cursor)>,
+}
+
 /// What one batch of lines decided: accepted updates, and a peer's cursor.
 #[derive(Default)]
 pub struct Batch {
     accepted: Vec<(u64, Arc<str>)>,
     cursor: Option<(String, Cursor)>,
+    /// The end of the bootstrap, once its source's `HERD-COVERS` set is complete.
+    boot: Option<BootEnd>,
     /// Set once an update is decided, so a batch dropped before its commit finished
     /// (its task cancelled) still publishes its offsets rather than stall every link.
     replica: Option<Arc<Mutex<Inner>>>,
@@ -93,7 +113,7 @@ impl Drop for Batch {
 impl Batch {
     /// True when there is nothing to commit.
     pub fn is_empty(&self) -> bool {
-        self.accepted.is_empty() && self.cursor.is_none()
+        self.accepted.is_empty() && self.cursor.is_none() && self.boot.is_none()
     }
 }
 
@@ -104,18 +124,70 @@ pub struct Feed {
     offset: u64,
     /// `(next slot, target offset)` while scanning the store.
     scan: Option<(usize, u64)>,
+    /// For a full resync: what it brings (this server's cursors when the scan began,
+    /// then its own history up to the scan's target), to send once it is done.
+    covers: Option<Vec<(String, Cursor)>>,
+    /// Updates from this origin up to this offset are not sent: the peer holds them
+    /// (see `Replica::bootstrap_skip`).
+    skip_source: Option<(Origin, u64)>,
 }
 
 impl Feed {
     /// A feed from `offset` on (see `Replica::start_offset`).
     pub fn from(offset: u64) -> Feed {
-        Feed { offset, scan: None }
+        Feed {
+            offset,
+            ..Feed::default()
+        }
     }
 
     /// Everything up to here has been handed out.
     pub fn offset(&self) -> u64 {
         self.offset
     }
+
+    /// Leaves out the updates from `origin` up to offset `until`.
+    pub fn skip_source(&mut self, skip: Option<(Origin, u64)>) {
+        self.skip_source = skip;
+    }
+
+    /// Once a full resync's scan is done: the `HERD-COVERS` it owes the peer, once.
+    pub fn take_covers(&mut self) -> Option<Vec<(String, Cursor)>> {
+        if self.scan.is_some() {
+            return None;
+        }
+        self.covers.take()
+    }
+
+    fn skips(&self, from: Origin, seq: u64) -> bool {
+        self.skip_source
+            .is_some_and(|(origin, until)| from == origin && seq <= until)
+    }
+}
+
+/// How a link takes part in this server's bootstrap (`Replica::bootstrap_role`).
+pub enum BootRole {
+    /// Not bootstrapping (or the bootstrap is over): resync as usual.
+    Normal,
+    /// This link brings the bootstrap: send `HERD-RESYNC` at once.
+    Source,
+    /// Hold `HERD-RESYNC` until this closes (the bootstrap ended), at most
+    /// `BOOTSTRAP_HOLD`.
+    Hold(async_channel::Receiver<()>),
+}
+
+/// A server that starts empty takes its first full resync from one link (the
+/// *source*), then asks its other peers only for what that did not bring: both
+/// neighbours of an empty server used to send it the whole store.
+enum Bootstrap {
+    /// Empty, no link up yet.
+    Open,
+    /// Under way from this origin.
+    From(Origin),
+    /// Done: the source, the last offset it brought, and what it covers.
+    Done(Origin, u64, Vec<(String, Cursor)>),
+    /// Not bootstrapping (a store to start from, or the source was lost).
+    Off,
 }
 
 /// One server's replica of the herd's locations.
@@ -126,6 +198,12 @@ pub struct Replica {
     /// One wake-up channel per link, installed while its writer runs; and whether the
     /// links are closed (the server is stopping).
     wakers: Mutex<(Vec<Option<async_channel::Sender<()>>>, bool)>,
+    /// The bootstrap, and the channel whose closing ends held links' wait.
+    boot: Mutex<(
+        Bootstrap,
+        async_channel::Sender<()>,
+        async_channel::Receiver<()>,
+    )>,
     disk: Option<Disk>,
     log: Logger,
 }
@@ -205,11 +283,23 @@ impl Replica {
             }
             None => None,
         };
+        let empty = {
+            let inner = lock(&inner);
+            inner.store.is_empty() && inner.cursors.is_empty()
+        };
+        let (tx, rx) = async_channel::bounded(1);
+        let boot = if empty {
+            Bootstrap::Open
+        } else {
+            tx.close();
+            Bootstrap::Off
+        };
         Ok(Replica {
             name: name.to_string(),
             history,
             inner,
             wakers: Mutex::new((vec![None; links], false)),
+            boot: Mutex::new((boot, tx, rx)),
             disk,
             log: log.clone(),
         })
@@ -233,6 +323,73 @@ impl Replica {
     /// True when no client is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every cursor held (what this server holds of each peer's updates), for the
+    /// `HERD-HOLDS` lines it sends at link-up.
+    pub fn cursors(&self) -> Vec<(String, Cursor)> {
+        let inner = lock(&self.inner);
+        let mut all: Vec<_> = inner
+            .cursors
+            .iter()
+            .map(|(p, (c, _))| (p.clone(), *c))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// The role of the link with origin `link` in the bootstrap, as it comes up: the
+    /// first link of a server that started empty is the source; the others hold their
+    /// `HERD-RESYNC` until it is done.
+    pub fn bootstrap_role(&self, link: Origin) -> BootRole {
+        let mut boot = lock(&self.boot);
+        match boot.0 {
+            Bootstrap::Open => {
+                boot.0 = Bootstrap::From(link);
+                BootRole::Source
+            }
+            Bootstrap::From(source) if source == link => BootRole::Source,
+            Bootstrap::From(_) => BootRole::Hold(boot.2.clone()),
+            Bootstrap::Done(..) | Bootstrap::Off => BootRole::Normal,
+        }
+    }
+
+    /// A link went down: if it was bringing the bootstrap, the bootstrap is off (held
+    /// links resync as usual, asking for everything).
+    pub fn link_ended(&self, link: Origin) {
+        let mut boot = lock(&self.boot);
+        if matches!(boot.0, Bootstrap::From(source) if source == link) {
+            boot.0 = Bootstrap::Off;
+            boot.1.close();
+        }
+    }
+
+    /// The source's `HERD-COVERS` set is complete (`covers`, its own history last): the
+    /// batch ends the bootstrap when committed. Everything the link brought so far has
+    /// an offset up to the last one decided now.
+    pub fn note_covers(&self, link: Origin, covers: Vec<(String, Cursor)>, batch: &mut Batch) {
+        if matches!(lock(&self.boot).0, Bootstrap::From(source) if source == link) {
+            let until = lock(&self.inner).next_offset - 1;
+            batch.boot = Some(BootEnd {
+                source: link,
+                until,
+                covers,
+            });
+        }
+    }
+
+    /// For a link whose peer sent `holds` (its cursors), once the bootstrap is done:
+    /// the source's updates up to the bootstrap's end need not be sent when the peer
+    /// already holds the source's history up to what the bootstrap covered.
+    pub fn bootstrap_skip(&self, holds: &[(String, Cursor)]) -> Option<(Origin, u64)> {
+        let boot = lock(&self.boot);
+        let Bootstrap::Done(source, until, covers) = &boot.0 else {
+            return None;
+        };
+        let (name, covered) = covers.last()?;
+        let (_, held) = holds.iter().find(|(peer, _)| peer == name)?;
+        (held.history == covered.history && held.offset >= covered.offset)
+            .then_some((*source, *until))
     }
 
     /// Stores `report` if it is newer than what is held, giving it the next offset;
@@ -300,8 +457,12 @@ impl Replica {
                 cursor_record = Some((peer.clone(), *cursor));
             }
         }
+        let adopted = match &batch.boot {
+            Some(end) => self.adoptable(&end.covers),
+            None => Vec::new(),
+        };
         if let Some(disk) = &self.disk {
-            if !batch.accepted.is_empty() || cursor_record.is_some() {
+            if !batch.accepted.is_empty() || cursor_record.is_some() || !adopted.is_empty() {
                 let mut bytes = Vec::with_capacity(batch.accepted.len() * 128 + 64);
                 for (offset, line) in &batch.accepted {
                     let record = Record::Update {
@@ -314,10 +475,50 @@ impl Replica {
                     let (peer, cursor) = (peer.as_str(), *cursor);
                     state::write_record(&mut bytes, &Record::Cursor { peer, cursor });
                 }
+                for (peer, cursor) in &adopted {
+                    let (peer, cursor) = (peer.as_str(), *cursor);
+                    state::write_record(&mut bytes, &Record::Cursor { peer, cursor });
+                }
                 disk.append(bytes, &self.log, &self.name).await;
             }
         }
         self.publish(batch, cursor_record.is_some() || self.disk.is_none());
+        if let Some(BootEnd {
+            source,
+            until,
+            covers,
+        }) = batch.boot.take()
+        {
+            let mut inner = lock(&self.inner);
+            for (peer, cursor) in adopted {
+                inner.cursors.insert(peer, (cursor, cursor.offset));
+            }
+            drop(inner);
+            let mut boot = lock(&self.boot);
+            if matches!(boot.0, Bootstrap::From(s) if s == source) {
+                boot.0 = Bootstrap::Done(source, until, covers);
+                boot.1.close();
+            }
+        }
+    }
+
+    /// The covered cursors this server takes as its own: those of other servers it
+    /// holds nothing newer of (none, or less of the same history).
+    fn adoptable(&self, covers: &[(String, Cursor)]) -> Vec<(String, Cursor)> {
+        let inner = lock(&self.inner);
+        covers
+            .iter()
+            .filter(|(peer, cursor)| {
+                *peer != self.name
+                    && match inner.cursors.get(peer) {
+                        None => true,
+                        Some((held, _)) => {
+                            held.history == cursor.history && held.offset < cursor.offset
+                        }
+                    }
+            })
+            .cloned()
+            .collect()
     }
 
     fn publish(&self, batch: &mut Batch, cursor_durable: bool) {
@@ -382,13 +583,35 @@ impl Replica {
             // The backlog no longer reaches back to the peer's offset: scan the store.
             feed.scan = Some((0, published));
         }
+        if feed.offset == 0 && feed.covers.is_none() {
+            // A full resync brings everything held now: the cursors (each covers only
+            // published updates, as it is applied when its batch is published) and
+            // this server's own history up to the target.
+            let mut covers: Vec<(String, Cursor)> = inner
+                .cursors
+                .iter()
+                .map(|(peer, (cursor, _))| (peer.clone(), *cursor))
+                .collect();
+            covers.sort_by(|a, b| a.0.cmp(&b.0));
+            let target = feed.scan.map_or(published, |(_, target)| target);
+            let own = Cursor {
+                history: self.history,
+                offset: target,
+            };
+            covers.push((self.name.clone(), own));
+            feed.covers = Some(covers);
+        }
         if let Some((next, target)) = feed.scan {
             let entries = inner.store.entries_from(next);
             let full = feed.offset == 0;
             let mut examined = 0;
             for e in entries.iter().take(SCAN_STEP) {
                 examined += 1;
-                if e.seq > feed.offset && e.seq <= target && (full || e.from != skip) {
+                if e.seq > feed.offset
+                    && e.seq <= target
+                    && (full || e.from != skip)
+                    && !feed.skips(e.from, e.seq)
+                {
                     bytes += e.line.len() + 1;
                     lines.push(e.line.clone());
                     if bytes >= budget {
@@ -411,7 +634,7 @@ impl Replica {
                 }
                 let entry = inner.store.entry(slot);
                 // A superseded update is skipped: its successor has its own offset.
-                if from != skip && entry.seq == offset {
+                if from != skip && entry.seq == offset && !feed.skips(from, offset) {
                     bytes += entry.line.len() + 1;
                     lines.push(entry.line.clone());
                     if bytes >= budget {

@@ -6,9 +6,19 @@
 //! dialer   -> HERD-HELLO <dialer> <nonce_d>          (or HERD-STATUS <nonce_d>: a status query)
 //! acceptor -> HERD-WELCOME <acceptor> <nonce_a> <proof>
 //! dialer   -> HERD-AUTH <proof>
+//! both     -> HERD-HOLDS <peer> <history> <offset>     what I hold of each of my peers' updates
 //! both     -> HERD-RESYNC <history> <offset>          what I hold of your updates
+//!             (or HERD-RESYNC-LATER, then HERD-RESYNC when my bootstrap is done)
 //! both     -> AT ... lines, each batch closed by HERD-OFFSET <history> <offset>
+//! either   -> HERD-COVERS <server> <history> <offset>  after a full resync: what it brought
 //! ```
+//!
+//! A server that starts empty takes its full resync from one peer first (a
+//! *bootstrap*) and sends `HERD-RESYNC-LATER` to the others: they send it nothing
+//! until its `HERD-RESYNC` follows, which it sends once that peer's
+//! `HERD-COVERS` lines say which histories, up to which offsets, came with it (the
+//! sender's cursors for its peers, then its own history last); it then asks the
+//! others only for what is past that. See `Replica`'s bootstrap.
 //!
 //! With `HERD_SECRET` set, everything after `HERD-AUTH` travels inside the Noise session.
 
@@ -77,8 +87,26 @@ pub enum Message<'a> {
     },
     /// What the sender already holds of the receiver's updates; `None`: nothing.
     Resync(Option<Cursor>),
+    /// The sender's `Resync` comes later (it is bootstrapping from another peer); the
+    /// receiver sends it nothing until then.
+    ResyncLater,
     /// Every update of the sender's history up to this offset has been sent.
     Offset(Cursor),
+    /// What the sender holds of `peer`'s history (sent at link-up, once per peer).
+    Holds {
+        /// One of the sender's peers.
+        peer: &'a str,
+        /// What the sender holds of its updates.
+        cursor: Cursor,
+    },
+    /// After a full resync: with it came every update of `server`'s history up to the
+    /// cursor's offset (the sender's own history comes last and ends the set).
+    Covers {
+        /// A server whose updates the full resync brought.
+        server: &'a str,
+        /// How far.
+        cursor: Cursor,
+    },
     /// The status answer, one JSON object.
     StatusReport(&'a str),
     /// An update: an AT line.
@@ -93,6 +121,9 @@ const AUTH: &str = "HERD-AUTH";
 const RESYNC: &str = "HERD-RESYNC";
 const OFFSET: &str = "HERD-OFFSET";
 const REPORT: &str = "HERD-REPORT";
+const HOLDS: &str = "HERD-HOLDS";
+const RESYNC_LATER: &str = "HERD-RESYNC-LATER";
+const COVERS: &str = "HERD-COVERS";
 
 impl<'a> Message<'a> {
     /// Parses one line (without its terminator); `None` if it is no bus message. An
@@ -124,8 +155,11 @@ impl<'a> Message<'a> {
             }),
             [AUTH, proof] => Some(Message::Auth { proof }),
             [RESYNC, "-", "0"] => Some(Message::Resync(None)),
+            [RESYNC_LATER] => Some(Message::ResyncLater),
             [RESYNC, h, o] => cursor(h, o).map(|c| Message::Resync(Some(c))),
             [OFFSET, h, o] => cursor(h, o).map(Message::Offset),
+            [HOLDS, peer, h, o] => cursor(h, o).map(|cursor| Message::Holds { peer, cursor }),
+            [COVERS, server, h, o] => cursor(h, o).map(|cursor| Message::Covers { server, cursor }),
             _ => None,
         }
     }
@@ -145,7 +179,14 @@ impl<'a> Message<'a> {
             Message::Auth { proof } => writeln!(out, "{AUTH} {proof}"),
             Message::Resync(None) => writeln!(out, "{RESYNC} - 0"),
             Message::Resync(Some(c)) => writeln!(out, "{RESYNC} {} {}", c.history, c.offset),
+            Message::ResyncLater => writeln!(out, "{RESYNC_LATER}"),
             Message::Offset(c) => writeln!(out, "{OFFSET} {} {}", c.history, c.offset),
+            Message::Holds { peer, cursor: c } => {
+                writeln!(out, "{HOLDS} {peer} {} {}", c.history, c.offset)
+            }
+            Message::Covers { server, cursor: c } => {
+                writeln!(out, "{COVERS} {server} {} {}", c.history, c.offset)
+            }
             Message::StatusReport(json) => writeln!(out, "{REPORT} {json}"),
             Message::Update(line) => writeln!(out, "{line}"),
         };
@@ -184,7 +225,16 @@ mod tests {
             Message::Auth { proof: "cd34" },
             Message::Resync(None),
             Message::Resync(Some(cursor)),
+            Message::ResyncLater,
             Message::Offset(cursor),
+            Message::Holds {
+                peer: "Juzang",
+                cursor,
+            },
+            Message::Covers {
+                server: "Bernard",
+                cursor,
+            },
             Message::StatusReport("{\"name\":\"Riley\"}"),
             Message::Update("AT Riley +0.1 kiwi +1+2 3"),
         ] {

@@ -56,8 +56,13 @@ fn flooded_updates_cost_no_lone_acknowledgement_back() {
     let received = log.matches(" in peer Riley AT Riley ").count();
     assert_eq!(received, 20, "{log}");
     // Jaquez may forward to Riley an update it heard first from Bernard, with an offset;
-    // an offset with no update before it is an acknowledgement sent alone.
-    let back = |what: &str| log.matches(&format!(" out peer Riley {what}")).count();
+    // an offset with no update before it is an acknowledgement sent alone. (The link's
+    // start, with its resync, comes before the first update.)
+    let first = log
+        .find(" in peer Riley AT Riley ")
+        .expect("an update from Riley");
+    let flood = &log[first..];
+    let back = |what: &str| flood.matches(&format!(" out peer Riley {what}")).count();
     assert!(
         back("HERD-OFFSET") <= back("AT "),
         "Jaquez acknowledged Riley's updates alone:\n{log}"
@@ -223,6 +228,66 @@ fn a_server_back_empty_gets_back_its_own_clients_locations() {
     herd.kill("A");
     herd.restart("A");
     herd.wait_for("A", "told-a", &at);
+}
+
+/// A server back empty takes the whole store from one neighbour (its bootstrap) and
+/// asks the other only for what that did not bring: one copy crosses its links, not
+/// one per neighbour, and nothing is lost, including an update sent to the other
+/// neighbour meanwhile.
+#[test]
+fn a_server_back_empty_takes_one_full_copy_not_one_per_neighbour() {
+    const N: usize = 300;
+    let mut herd = Herd::classic("");
+    let mut c = herd.client("Riley");
+    let mut last = String::new();
+    for i in 0..N {
+        c.send(&format!("IAMAT boot-{i} +1+1 {}\n", 1000 + i));
+        last = c.line();
+    }
+    herd.wait_for("Campbell", &format!("boot-{}", N - 1), &last);
+    herd.kill("Campbell");
+    herd.restart("Campbell");
+    let mut b = herd.client("Bernard");
+    b.send("IAMAT during-boot +2+2 5000\n");
+    let during = b.line();
+    herd.wait_for("Campbell", &format!("boot-{}", N - 1), &last);
+    herd.wait_for(
+        "Campbell",
+        "boot-0",
+        &herd.stored("Riley", "boot-0").unwrap(),
+    );
+    herd.wait_for("Campbell", "during-boot", &during);
+    // Both links up again, and both past their resync: then count.
+    let since = |log: &str| {
+        let start = log.rfind("start - Campbell").expect("restart logged");
+        log[start..].to_string()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let both_up = |s: &str| {
+        ["Bernard", "Juzang"].iter().all(|peer| {
+            s.contains(&format!("link-up peer {peer} "))
+                && s.contains(&format!("link-out peer {peer} HERD-RESYNC "))
+        })
+    };
+    while !both_up(&since(&herd.log("Campbell"))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "links did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let since = since(&herd.log("Campbell"));
+    let received = since
+        .lines()
+        .filter(|l| l.contains(" in peer ") && l.contains(" AT "))
+        .count();
+    assert!(
+        (N..N + 10).contains(&received),
+        "Campbell received {received} AT lines for {N} clients:\n{since}"
+    );
+    // The held resync asked the second neighbour only for what is past the bootstrap.
+    assert!(since.contains("HERD-COVERS"), "{since}");
 }
 
 #[test]
