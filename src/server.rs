@@ -16,6 +16,7 @@ use async_net::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncWriteExt, Future};
 use smol::{Async, Timer};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -176,24 +177,30 @@ pub async fn run(
         .filter(|&i| bus.links()[i].dials)
         .map(|i| smol::spawn(peer::dial_loop(bus.clone(), i, links_alive.clone())))
         .collect();
+    let client_listener: Arc<Async<std::net::TcpListener>> = listeners.client.into();
+    let bus_listener: Arc<Async<std::net::TcpListener>> = listeners.bus.into();
     let serve_clients = accept_loop(
-        &listeners.client,
+        &client_listener,
         &logger,
         client_limit,
         "client",
-        |stream, who| {
+        |socket, addr, open| {
             let (node, alive) = (node.clone(), clients.clone());
-            serve_client(node, stream.into(), who, alive)
+            serve_client(node, socket, addr, alive, open)
         },
     );
     let serve_bus = accept_loop(
-        &listeners.bus,
+        &bus_listener,
         &logger,
         MAX_BUS_CONNECTIONS,
         "bus",
-        |stream, who| {
+        |socket, addr, open| {
             let (bus, alive) = (bus.clone(), links_alive.clone());
-            async move { peer::accept(&bus, stream, who, &alive).await }
+            async move {
+                let stream = TcpStream::from(socket);
+                peer::accept(&bus, stream, format!("bus {addr}"), &alive).await;
+                drop(open);
+            }
         },
     );
     future::or(future::or(serve_clients, serve_bus), stop).await;
@@ -201,7 +208,7 @@ pub async fn run(
     // they have read (their updates still flood); then close the links' wake-up
     // channels, let each writer send what is published, and wait for the links; each
     // phase within a grace period. Last, the state file and the log.
-    drop(listeners);
+    drop((client_listener, bus_listener));
     logger.event("stop", "-", "shutting down");
     drop(shutdown_tx);
     drop(clients);
@@ -251,39 +258,34 @@ fn client_limit() -> usize {
 }
 
 /// Accepts connections on `listener`, at most `limit` at once, each served by a task
-/// of its own from `serve`; the rest are logged and closed.
+/// of its own from `serve`, which holds the connection's `Counted` until it ends; the
+/// rest are logged and closed. (`serve`'s future is spawned as it is: an async block
+/// around it would hold it twice, as its capture and as its awaitee.)
 async fn accept_loop<F, Fut>(
-    listener: &TcpListener,
+    listener: &Async<std::net::TcpListener>,
     log: &Logger,
     limit: usize,
     kind: &str,
     serve: F,
 ) where
-    F: Fn(TcpStream, String) -> Fut,
+    F: Fn(Async<std::net::TcpStream>, SocketAddr, Counted) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let open = Arc::new(AtomicUsize::new(0));
     let mut failing = false;
     loop {
         match listener.accept().await {
-            Ok((stream, addr)) => {
+            Ok((socket, addr)) => {
                 failing = false;
-                let who = format!("{kind} {addr}");
                 if open.load(Ordering::Relaxed) >= limit {
                     log.event(
                         "refused",
-                        &who,
+                        &format!("{kind} {addr}"),
                         &format!("{limit} {kind} connections already open"),
                     );
                     continue;
                 }
-                let guard = Counted::new(&open);
-                let task = serve(stream, who);
-                smol::spawn(async move {
-                    let _guard = guard;
-                    task.await;
-                })
-                .detach();
+                smol::spawn(serve(socket, addr, Counted::new(&open))).detach();
             }
             Err(e) => {
                 if !failing {
@@ -329,47 +331,74 @@ fn now_ns() -> i128 {
 /// is decided, made durable and flooded, then answered in order.
 ///
 /// Between commands the connection is only this small future waiting for readability:
-/// the batch loop's state (read buffer, batch, reply buffer, the futures of an answer)
-/// is boxed for each burst of lines and freed once the burst is answered, so thousands
-/// of idle clients cost little more than their sockets. (A plain `fn` returning an
-/// `async move` block, so its arguments are held once, not also as an async fn's locals.)
+/// the batch loop's state (the name it logs under, line reader and read buffer, batch,
+/// reply buffer, the futures of an answer) is boxed for each burst of lines and freed
+/// once the burst is answered, so thousands of idle clients cost little more than their
+/// sockets. The wait polls the socket's own waker slot (`poll_readable`; `readable()`
+/// would allocate a waker list in the socket's source) and the shutdown channel. (A
+/// plain `fn` returning an `async move` block, so its arguments are held once, not also
+/// as an async fn's locals.)
 #[allow(clippy::manual_async_fn)]
 fn serve_client(
     node: Arc<Node>,
-    socket: Arc<Async<std::net::TcpStream>>,
-    who: String,
+    socket: Async<std::net::TcpStream>,
+    addr: SocketAddr,
     alive: Alive,
+    open: Counted,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let _ = socket.get_ref().set_nodelay(true);
-        node.log.event("open", &who, "connected");
-        let mut reader: &Async<std::net::TcpStream> = &socket;
-        let mut lines = LineReader::new();
-        let mut client = ClientLines {
-            node: &node,
-            who: &who,
-            out: Vec::new(),
-            socket: &socket,
-        };
+        node.log.event("open", &client_who(addr), "connected");
         let why = loop {
             // An error shows again on the read, which reports it.
-            if alive.unless_stopped(socket.readable()).await.is_none() {
+            let readable = alive.poll_unless_stopped(|cx| socket.poll_readable(cx));
+            if readable.await.is_none() {
                 break "server stopping".to_string();
             }
-            let burst = batch::run(
-                &mut reader,
-                &mut lines,
-                &node.replica,
-                &node.log,
-                Some(&alive),
-                &mut client,
-            );
-            if let Some(why) = Box::pin(burst).await {
+            if let Some(why) = Box::pin(burst(&node, &socket, addr, &alive)).await {
                 break why;
             }
         };
-        node.log.event("close", &who, &why);
+        node.log.event("close", &client_who(addr), &why);
+        drop(open);
     }
+}
+
+/// How a client connection is named in the log: `client 127.0.0.1:PORT`. Formatted
+/// when needed, so an idle connection holds its address, not a string.
+fn client_who(addr: SocketAddr) -> String {
+    format!("client {addr}")
+}
+
+/// One burst of a client's lines: reads, answers and returns as `batch::run` does
+/// (`None` once everything read is answered). A reader that is idle between bursts
+/// holds nothing (no buffer, no partial line, no pending skip), so each burst starts
+/// one afresh.
+async fn burst(
+    node: &Node,
+    socket: &Async<std::net::TcpStream>,
+    addr: SocketAddr,
+    alive: &Alive,
+) -> Option<String> {
+    let who = client_who(addr);
+    let mut reader = socket;
+    let mut client = ClientLines {
+        node,
+        who: &who,
+        out: Vec::new(),
+        socket,
+    };
+    let mut lines = LineReader::new();
+    let (replica, log) = (&node.replica, &node.log);
+    batch::run(
+        &mut reader,
+        &mut lines,
+        replica,
+        log,
+        Some(alive),
+        &mut client,
+    )
+    .await
 }
 
 /// A client connection's side of the batch loop: answers each command into `out`,

@@ -4,6 +4,8 @@
 
 use futures_lite::{future, Future};
 use smol::Timer;
+use std::pin::pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Handed to every task the server starts: `shutdown` closes when the server stops,
@@ -38,6 +40,22 @@ impl Alive {
         future::or(async { Some(fut.await) }, async {
             let _ = self.shutdown.recv().await;
             None
+        })
+        .await
+    }
+
+    /// Polls `poll` until it is ready unless the server stops first; `None` if it did.
+    /// The small form of `unless_stopped` for what thousands of connections wait on at
+    /// once (an idle client waiting for readability): it holds only the closure and the
+    /// shutdown wait, not two async blocks around a future.
+    pub(crate) async fn poll_unless_stopped<T>(
+        &self,
+        mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Option<T> {
+        let mut stop = pin!(self.shutdown.recv());
+        future::poll_fn(|cx| match poll(cx) {
+            Poll::Ready(value) => Poll::Ready(Some(value)),
+            Poll::Pending => stop.as_mut().poll(cx).map(|_| None),
         })
         .await
     }
