@@ -174,7 +174,7 @@ pub async fn run(
     let (links_alive, links_done) = Alive::new(&shutdown);
     let dialers: Vec<smol::Task<()>> = (0..bus.links().len())
         .filter(|&i| bus.links()[i].dials)
-        .map(|i| smol::spawn(peer::dial_loop(bus.clone(), i, links_alive.clone())))
+        .map(|i| spawn_dialer(&bus, i, &links_alive))
         .collect();
     let serve_clients = accept_loop(
         &listeners.client,
@@ -277,13 +277,7 @@ async fn accept_loop<F, Fut>(
                     );
                     continue;
                 }
-                let guard = Counted::new(&open);
-                let task = serve(stream, who);
-                smol::spawn(async move {
-                    let _guard = guard;
-                    task.await;
-                })
-                .detach();
+                spawn_served(&serve, stream, who, Counted::new(&open));
             }
             Err(e) => {
                 if !failing {
@@ -299,6 +293,33 @@ async fn accept_loop<F, Fut>(
             }
         }
     }
+}
+
+/// Starts the dialer of link `i`. Out of line, like [`spawn_served`]: a peer future is
+/// some 13 KB, and built in `run` it would widen `run`'s stack frame, which is touched
+/// for the whole life of the server even when the herd has no links.
+#[inline(never)]
+fn spawn_dialer(bus: &Arc<Bus>, i: usize, alive: &Alive) -> smol::Task<()> {
+    smol::spawn(peer::dial_loop(bus.clone(), i, alive.clone()))
+}
+
+/// Serves one accepted connection on a task of its own, counted by `guard` while it
+/// lives. Out of line so the connection's future (a peer link's is some 13 KB) and its
+/// moves into the task are built in this short frame, not in `accept_loop`'s, which is
+/// inlined into `run` and lives as long as the server (every page of a frame is touched
+/// on entry).
+#[inline(never)]
+fn spawn_served<F, Fut>(serve: &F, stream: TcpStream, who: String, guard: Counted)
+where
+    F: Fn(TcpStream, String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let task = serve(stream, who);
+    smol::spawn(async move {
+        let _guard = guard;
+        task.await;
+    })
+    .detach();
 }
 
 /// Counts a live connection for as long as it is held.
