@@ -19,7 +19,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Batches of log text that may wait for the writer. Each batch is one connection's
 /// read (often many lines), so this holds a few MB at most; past it, lines are dropped
-/// and counted rather than delaying a reply.
+/// and counted rather than delaying a reply. The queue is an unbounded channel checked
+/// against this length: a bounded one allocates and writes all its slots up front
+/// (128 KB a server, idle or not), where this one holds blocks only for what waits.
 pub const LOG_QUEUE: usize = 4096;
 
 /// Longest stretch of one logged line; the rest is elided so one abusive line cannot
@@ -116,7 +118,7 @@ impl Logger {
         // A folder that cannot be made shows as the file failing to open, said once.
         let _ = std::fs::create_dir_all(dir);
         let sink = Sink::open(path, rotation);
-        let (tx, rx) = async_channel::bounded::<Vec<u8>>(LOG_QUEUE);
+        let (tx, rx) = async_channel::unbounded::<Vec<u8>>();
         let logger = Logger {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -164,7 +166,8 @@ impl Logger {
     /// SIGHUP does), so a log moved away by logrotate is followed by a fresh one.
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
-        // An empty batch wakes the writer; if the queue is full it wakes anyway.
+        // An empty batch wakes the writer; sent past `LOG_QUEUE`, as a full queue wakes
+        // it anyway.
         let _ = self.tx.try_send(Vec::new());
     }
 
@@ -182,7 +185,7 @@ impl Logger {
         if entry.text.is_empty() {
             return;
         }
-        if self.tx.try_send(entry.text).is_err() {
+        if self.tx.len() >= LOG_QUEUE || self.tx.try_send(entry.text).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -175,7 +175,7 @@ pub async fn run(
     let (links_alive, links_done) = Alive::new(&shutdown);
     let dialers: Vec<smol::Task<()>> = (0..bus.links().len())
         .filter(|&i| bus.links()[i].dials)
-        .map(|i| smol::spawn(peer::dial_loop(bus.clone(), i, links_alive.clone())))
+        .map(|i| spawn_dialer(&bus, i, &links_alive))
         .collect();
     let client_listener: Arc<Async<std::net::TcpListener>> = listeners.client.into();
     let bus_listener: Arc<Async<std::net::TcpListener>> = listeners.bus.into();
@@ -285,7 +285,7 @@ async fn accept_loop<F, Fut>(
                     );
                     continue;
                 }
-                smol::spawn(serve(socket, addr, Counted::new(&open))).detach();
+                spawn_served(&serve, socket, addr, Counted::new(&open));
             }
             Err(e) => {
                 if !failing {
@@ -301,6 +301,32 @@ async fn accept_loop<F, Fut>(
             }
         }
     }
+}
+
+/// Starts the dialer of link `i`. Out of line, like [`spawn_served`]: a peer future is
+/// some 13 KB, and built in `run` it would widen `run`'s stack frame, which is touched
+/// for the whole life of the server even when the herd has no links.
+#[inline(never)]
+fn spawn_dialer(bus: &Arc<Bus>, i: usize, alive: &Alive) -> smol::Task<()> {
+    smol::spawn(peer::dial_loop(bus.clone(), i, alive.clone()))
+}
+
+/// Serves one accepted connection on a task of its own, counted by `guard` while it
+/// lives. Out of line so the connection's future (a peer link's is some 13 KB) and its
+/// moves into the task are built in this short frame, not in `accept_loop`'s, which is
+/// inlined into `run` and lives as long as the server (every page of a frame is touched
+/// on entry).
+#[inline(never)]
+fn spawn_served<F, Fut>(
+    serve: &F,
+    socket: Async<std::net::TcpStream>,
+    addr: SocketAddr,
+    guard: Counted,
+) where
+    F: Fn(Async<std::net::TcpStream>, SocketAddr, Counted) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    smol::spawn(serve(socket, addr, guard)).detach();
 }
 
 /// Counts a live connection for as long as it is held.
