@@ -14,7 +14,7 @@ use crate::handshake::{self, Role, Transcript};
 use crate::lines::{Line, LineReader};
 use crate::log::{Entry, Logger};
 use crate::protocol::{strip_terminator, MAX_AT_LINE};
-use crate::replica::{Batch, BootRole, Feed, Replica, BOOTSTRAP_HOLD, MAX_COVERS};
+use crate::replica::{Batch, BootRole, Feed, Replica, BOOTSTRAP_HOLD};
 use crate::secure::{self, Sealer, SecureReader};
 use crate::shutdown::{timeout, Alive};
 use crate::status;
@@ -64,6 +64,11 @@ pub const KEEPALIVE_PROBES: u32 = 3;
 
 /// Bytes of updates gathered into one write to a peer.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// Most `HERD-COVERS` lines kept of one full resync (a server has at most 254 links,
+/// and the sender's own history comes last; more are dropped), and most `HERD-HOLDS`
+/// lines a peer may send at link-up (more, and the link is refused).
+pub const MAX_COVERS: usize = 256;
 
 /// How far (in offsets) the feed may move past the last `HERD-OFFSET` sent before a
 /// writer sends one on its own. An offset rides along with every write of updates; the

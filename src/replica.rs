@@ -51,10 +51,6 @@ const EPOCH: u64 = 1 << 32;
 /// updates reach the peer on their own way, this server's after the hold.
 pub const BOOTSTRAP_HOLD: Duration = Duration::from_secs(20);
 
-/// Most `HERD-COVERS` lines one full resync may bring (a server has at most 254 links,
-/// and its own history comes last); more are dropped.
-pub const MAX_COVERS: usize = 256;
-
 struct Inner {
     store: Store,
     /// `(offset, slot, origin)` of recent updates, in offset order.

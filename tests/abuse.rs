@@ -132,6 +132,62 @@ fn a_linked_peer_sending_garbage_is_ignored_or_cut_off() {
     assert!(c.line().starts_with("AT A "));
 }
 
+/// `HERD-COVERS` and `HERD-HOLDS` are bounded by `MAX_COVERS`: a linked peer that
+/// sends more covers than that ends no link and grows nothing past the bound, and one
+/// that says it holds more peers' histories than that at link-up is refused.
+#[test]
+fn covers_and_holds_past_max_covers_are_bounded() {
+    use herd::peer::MAX_COVERS;
+    let herd = Herd::start(&["A"], &[], &fake("0bad"));
+    // The fake peer is A's first link, so its full resync is A's bootstrap.
+    let mut p = herd.link_as("A", "0bad", b"");
+    let mut covers = String::new();
+    for i in 0..MAX_COVERS + 50 {
+        covers.push_str(&format!(
+            "HERD-COVERS s{i} 00000000000000{:02x} 5\n",
+            i % 256
+        ));
+    }
+    covers.push_str("HERD-COVERS 0bad 0000000000000001 7\n");
+    covers.push_str("AT 0bad +0.000000001 after-covers +1-1 1\n");
+    p.send(&covers);
+    herd.wait_for(
+        "A",
+        "after-covers",
+        "AT 0bad +0.000000001 after-covers +1-1 1",
+    );
+    assert!(!herd.log("A").contains("link-down peer 0bad"));
+    drop(p);
+    herd.wait_log("A", "link-down peer 0bad");
+    // Past the bound at link-up: refused, logged; the server serves on.
+    let mut holds = String::new();
+    for i in 0..=MAX_COVERS {
+        holds.push_str(&format!("HERD-HOLDS s{i} 0000000000000002 9\n"));
+    }
+    let mut q = Client::connect(&herd.bus("A"));
+    let nonce_d = handshake::nonce();
+    q.send(&format!("HERD-HELLO 0bad {nonce_d}\n"));
+    let welcome = q.line();
+    let words: Vec<&str> = welcome.split(' ').collect();
+    let transcript = Transcript {
+        dialer: "0bad",
+        acceptor: "A",
+        nonce_d: &nonce_d,
+        nonce_a: words[2],
+    };
+    q.send(&format!(
+        "HERD-AUTH {}\n{holds}HERD-RESYNC - 0\n",
+        transcript.proof(b"", Role::Dial)
+    ));
+    herd.wait_log(
+        "A",
+        "link-refused peer 0bad expected HERD-RESYNC, got HERD-HOLDS",
+    );
+    let mut c = herd.client("A");
+    c.send("IAMAT y +1-1 1\n");
+    assert!(c.line().starts_with("AT A "));
+}
+
 #[test]
 fn the_client_port_speaks_only_the_client_protocol_and_the_bus_only_the_bus() {
     let herd = Herd::start(&["A", "B"], &[("A", "B")], "");

@@ -234,10 +234,15 @@ impl Herd {
             "HERD-AUTH {}\n",
             transcript.proof(secret, Role::Dial)
         ));
-        // The resync: this fake peer holds nothing of `to`'s updates.
+        // The resync: this fake peer holds nothing of `to`'s updates. `to` says first
+        // what it holds of its own peers (HERD-HOLDS lines), then its HERD-RESYNC (or
+        // HERD-RESYNC-LATER while it bootstraps from another link).
         peer.send("HERD-RESYNC - 0\n");
-        let resync = peer.line();
-        assert!(resync.starts_with("HERD-RESYNC "), "{resync}");
+        let mut resync = peer.line();
+        while resync.starts_with("HERD-HOLDS ") {
+            resync = peer.line();
+        }
+        assert!(resync.starts_with("HERD-RESYNC"), "{resync}");
         peer
     }
 }
