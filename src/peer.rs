@@ -727,6 +727,14 @@ async fn write_loop(
     let wake = bus.replica.subscribe(i);
     let mut feed = Feed::from(start);
     feed.skip_source(bus.replica.bootstrap_skip(holds));
+    // While the bootstrap runs, what it brings is not sent (the peer may hold it, which
+    // its HOLDS tell once the bootstrap's COVERS are known), nor any offset past it;
+    // once it is done the feed starts over from `start`, leaving out only what the
+    // peer is known to hold.
+    let mut provisional = held.is_some();
+    if provisional {
+        feed.skip_source(bus.replica.bootstrap_source().map(|s| (s, u64::MAX)));
+    }
     let mut sent_offset = start;
     let mut buf = Vec::with_capacity(4096);
     let mut closing = false;
@@ -734,8 +742,9 @@ async fn write_loop(
         let (lines, more) = bus.replica.catch_up(&mut feed, origin(i), WRITE_BATCH);
         let covers = feed.take_covers().unwrap_or_default();
         let moved = feed.offset().saturating_sub(sent_offset);
-        let send_offset =
-            moved > 0 && (!lines.is_empty() || moved >= OFFSET_LAG || (closing && !more));
+        let send_offset = moved > 0
+            && !provisional
+            && (!lines.is_empty() || moved >= OFFSET_LAG || (closing && !more));
         if !lines.is_empty() || send_offset || !covers.is_empty() {
             let mut entry = bus.log.entry();
             for line in &lines {
@@ -787,6 +796,12 @@ async fn write_loop(
                     return why;
                 }
                 held = None;
+                if provisional {
+                    provisional = false;
+                    feed = Feed::from(start);
+                    feed.skip_source(bus.replica.bootstrap_skip(holds));
+                    sent_offset = start;
+                }
             }
         }
     }

@@ -350,6 +350,14 @@ impl Replica {
         }
     }
 
+    /// The origin of the link bringing the bootstrap, while it runs.
+    pub fn bootstrap_source(&self) -> Option<Origin> {
+        match lock(&self.boot).0 {
+            Bootstrap::From(source) => Some(source),
+            _ => None,
+        }
+    }
+
     /// A link went down: if it was bringing the bootstrap, the bootstrap is off (held
     /// links resync as usual, asking for everything).
     pub fn link_ended(&self, link: Origin) {
