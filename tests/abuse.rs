@@ -188,6 +188,51 @@ fn covers_and_holds_past_max_covers_are_bounded() {
     assert!(c.line().starts_with("AT A "));
 }
 
+/// A server back empty holds its other peers' resync while its bootstrap runs, but
+/// at most `BOOTSTRAP_HOLD`: a source that never ends its full resync (no
+/// `HERD-COVERS`) cannot keep another peer waiting longer; and a source that goes
+/// away ends the hold at once.
+#[test]
+fn a_bootstrap_holds_another_peer_at_most_bootstrap_hold() {
+    use herd::peer::BOOTSTRAP_HOLD;
+    // Two fake peers (on distinct addresses that never run).
+    let extra = format!("{}server 0other 127.0.0.1:7\nlink A 0other\n", fake("0src"));
+    // The held peer gets A's own updates meanwhile (here only A's COVERS and offset).
+    let resync = |c: &mut Client| loop {
+        let line = c.line();
+        if line.starts_with("HERD-RESYNC") {
+            return line;
+        }
+    };
+    let herd = Herd::start(&["A"], &[], &extra);
+    let _source = herd.link_as("A", "0src", b"");
+    let mut held = herd.link_as("A", "0other", b"");
+    herd.wait_log("A", "link-out peer 0other HERD-RESYNC-LATER");
+    let since = Instant::now();
+    held.stream
+        .set_read_timeout(Some(BOOTSTRAP_HOLD * 2))
+        .unwrap();
+    assert_eq!(resync(&mut held), "HERD-RESYNC - 0");
+    let waited = since.elapsed();
+    assert!(
+        waited + Duration::from_secs(1) >= BOOTSTRAP_HOLD && waited < BOOTSTRAP_HOLD * 2,
+        "held {waited:?}"
+    );
+
+    let herd = Herd::start(&["A"], &[], &extra);
+    let source = herd.link_as("A", "0src", b"");
+    let mut held = herd.link_as("A", "0other", b"");
+    herd.wait_log("A", "link-out peer 0other HERD-RESYNC-LATER");
+    let since = Instant::now();
+    drop(source);
+    assert_eq!(resync(&mut held), "HERD-RESYNC - 0");
+    assert!(
+        since.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        since.elapsed()
+    );
+}
+
 #[test]
 fn the_client_port_speaks_only_the_client_protocol_and_the_bus_only_the_bus() {
     let herd = Herd::start(&["A", "B"], &[("A", "B")], "");
