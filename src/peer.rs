@@ -741,7 +741,13 @@ async fn write_loop(
     let mut closing = false;
     loop {
         let (lines, more) = bus.replica.catch_up(&mut feed, origin(i), WRITE_BATCH);
-        let covers = feed.take_covers().unwrap_or_default();
+        // A provisional feed leaves out the bootstrap's updates, so it covers nothing:
+        // its HERD-COVERS would let a peer bootstrapping from here claim what it was
+        // not sent. The feed that starts over after the bootstrap sends them.
+        let covers = feed
+            .take_covers()
+            .filter(|_| !provisional)
+            .unwrap_or_default();
         let moved = feed.offset().saturating_sub(sent_offset);
         let send_offset = moved > 0
             && !provisional
