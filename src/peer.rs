@@ -76,7 +76,7 @@ pub const MAX_COVERS: usize = 256;
 /// feed also moves over updates that came from this very peer (never sent back), and
 /// acknowledging each of those alone would cost a transmission per flooded update. A
 /// cursor that lags by such updates costs nothing on resync: the catch-up skips them.
-const OFFSET_LAG: u64 = 1024;
+pub const OFFSET_LAG: u64 = 1024;
 
 /// One configured link, from this server's side.
 pub struct Link {

@@ -67,6 +67,17 @@ struct Inner {
 }
 
 impl Inner {
+    /// Every peer's cursor, by peer name.
+    fn sorted_cursors(&self) -> Vec<(String, Cursor)> {
+        let mut all: Vec<_> = self
+            .cursors
+            .iter()
+            .map(|(peer, (cursor, _))| (peer.clone(), *cursor))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     fn published(&self) -> u64 {
         match self.pending.first() {
             Some(first) => first - 1,
@@ -180,8 +191,9 @@ enum Bootstrap {
     Open,
     /// Under way from this origin.
     From(Origin),
-    /// Done: the source, the last offset it brought, and what it covers.
-    Done(Origin, u64, Vec<(String, Cursor)>),
+    /// Done: the source, the last offset it brought, and how far it covered its own
+    /// history (the last of its covers).
+    Done(Origin, u64, Option<(String, Cursor)>),
     /// Not bootstrapping (a store to start from, or the source was lost).
     Off,
 }
@@ -324,14 +336,7 @@ impl Replica {
     /// Every cursor held (what this server holds of each peer's updates), for the
     /// `HERD-HOLDS` lines it sends at link-up.
     pub fn cursors(&self) -> Vec<(String, Cursor)> {
-        let inner = lock(&self.inner);
-        let mut all: Vec<_> = inner
-            .cursors
-            .iter()
-            .map(|(p, (c, _))| (p.clone(), *c))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+        lock(&self.inner).sorted_cursors()
     }
 
     /// The role of the link with origin `link` in the bootstrap, as it comes up: the
@@ -387,10 +392,9 @@ impl Replica {
     /// already holds the source's history up to what the bootstrap covered.
     pub fn bootstrap_skip(&self, holds: &[(String, Cursor)]) -> Option<(Origin, u64)> {
         let boot = lock(&self.boot);
-        let Bootstrap::Done(source, until, covers) = &boot.0 else {
+        let Bootstrap::Done(source, until, Some((name, covered))) = &boot.0 else {
             return None;
         };
-        let (name, covered) = covers.last()?;
         let (_, held) = holds.iter().find(|(peer, _)| peer == name)?;
         (held.history == covered.history && held.offset >= covered.offset)
             .then_some((*source, *until))
@@ -475,11 +479,7 @@ impl Replica {
                     };
                     state::write_record(&mut bytes, &record);
                 }
-                if let Some((peer, cursor)) = &cursor_record {
-                    let (peer, cursor) = (peer.as_str(), *cursor);
-                    state::write_record(&mut bytes, &Record::Cursor { peer, cursor });
-                }
-                for (peer, cursor) in &adopted {
+                for (peer, cursor) in cursor_record.iter().chain(&adopted) {
                     let (peer, cursor) = (peer.as_str(), *cursor);
                     state::write_record(&mut bytes, &Record::Cursor { peer, cursor });
                 }
@@ -490,7 +490,7 @@ impl Replica {
         if let Some(BootEnd {
             source,
             until,
-            covers,
+            mut covers,
         }) = batch.boot.take()
         {
             let mut inner = lock(&self.inner);
@@ -500,7 +500,7 @@ impl Replica {
             drop(inner);
             let mut boot = lock(&self.boot);
             if matches!(boot.0, Bootstrap::From(s) if s == source) {
-                boot.0 = Bootstrap::Done(source, until, covers);
+                boot.0 = Bootstrap::Done(source, until, covers.pop());
                 boot.1.close();
             }
         }
@@ -591,12 +591,7 @@ impl Replica {
             // A full resync brings everything held now: the cursors (each covers only
             // published updates, as it is applied when its batch is published) and
             // this server's own history up to the target.
-            let mut covers: Vec<(String, Cursor)> = inner
-                .cursors
-                .iter()
-                .map(|(peer, (cursor, _))| (peer.clone(), *cursor))
-                .collect();
-            covers.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut covers = inner.sorted_cursors();
             let target = feed.scan.map_or(published, |(_, target)| target);
             let own = Cursor {
                 history: self.history,

@@ -71,6 +71,34 @@ fn flooded_updates_cost_no_lone_acknowledgement_back() {
     );
 }
 
+/// Past `OFFSET_LAG` flooded updates from a peer, the offset does go back to it alone,
+/// so its cursor for this server never lags by more than that.
+#[test]
+fn past_offset_lag_the_offset_goes_back_alone() {
+    use herd::peer::OFFSET_LAG;
+    let n = 2 * OFFSET_LAG as usize + 10;
+    let herd = Herd::classic("");
+    let mut c = herd.client("Riley");
+    let mut batch = String::new();
+    for i in 0..n {
+        batch.push_str(&format!("IAMAT lag-{i} +1+1 1000\n"));
+    }
+    c.send(&batch);
+    let mut last = String::new();
+    for _ in 0..n {
+        last = c.line();
+    }
+    herd.wait_for("Jaquez", &format!("lag-{}", n - 1), &last);
+    let log = herd.wait_log("Jaquez", "out peer Riley HERD-OFFSET");
+    let first = log
+        .find(" in peer Riley AT Riley ")
+        .expect("an update from Riley");
+    assert!(
+        log[first..].contains(" out peer Riley HERD-OFFSET "),
+        "{log}"
+    );
+}
+
 #[test]
 fn whatsat_at_the_farthest_server_asks_the_places_service() {
     let places = StandIn::start(Answer::Reply(200, legacy_body(8)));
