@@ -180,6 +180,44 @@ impl Herd {
         wait_file_contains(&self.dir.0.join("logs").join(format!("{name}.log")), needle)
     }
 
+    /// Waits (bounded) until server `name`'s log passes `test` (`what` names it in
+    /// the failure); returns the log.
+    pub fn wait_log_until(&self, name: &str, what: &str, test: impl Fn(&str) -> bool) -> String {
+        wait_file_until(
+            &self.dir.0.join("logs").join(format!("{name}.log")),
+            what,
+            test,
+        )
+    }
+
+    /// Waits (bounded) until the link from `from` to `to` carries updates: sends
+    /// a fresh client's IAMAT to `from` every 100 ms until `to` logs one of them as
+    /// come straight from `from` (an update sent before the link is up reaches `to`
+    /// another way, and the link's resync then has nothing to send).
+    pub fn wait_linked(&self, from: &str, to: &str) {
+        let start = Instant::now();
+        let mut c = self.client(from);
+        let needle = format!(" in peer {from} AT {from} ");
+        let mut i = 0;
+        loop {
+            c.send(&format!("IAMAT link-{from}-{to}-{i} +0+0 1\n"));
+            c.line();
+            i += 1;
+            std::thread::sleep(Duration::from_millis(100));
+            let log = self.log(to);
+            if log
+                .lines()
+                .any(|l| l.contains(&needle) && l.contains(&format!(" link-{from}-{to}-")))
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no update came from {from} to {to} over their link:\n{log}"
+            );
+        }
+    }
+
     /// Waits (bounded) until server `name` answers WHATSAT for `client` with `at_line`.
     pub fn wait_for(&self, name: &str, client: &str, at_line: &str) -> Duration {
         let start = Instant::now();
@@ -520,15 +558,20 @@ pub fn herd_bin() -> &'static Path {
 
 /// Waits (bounded) until the file at `path` contains `needle`; returns its text.
 pub fn wait_file_contains(path: &Path, needle: &str) -> String {
+    wait_file_until(path, &format!("{needle:?}"), |text| text.contains(needle))
+}
+
+/// Waits (bounded, 20 s) until the text of `path` passes `test`; returns the text.
+pub fn wait_file_until(path: &Path, what: &str, test: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
+        if test(&text) {
             return text;
         }
         assert!(
             start.elapsed() < Duration::from_secs(20),
-            "{} never said {needle:?}:\n{text}",
+            "{} never said {what}:\n{text}",
             path.display()
         );
         std::thread::sleep(Duration::from_millis(20));
