@@ -8,7 +8,8 @@
 //! a pole. Each candidate is then tested exactly on 3-D unit vectors: the squared chord
 //! between two points is four times the haversine of their central angle, so
 //! "great-circle distance ≤ radius" is the chord test below, to the last bits, with no
-//! trigonometry per place.
+//! trigonometry per place. The few sines per query come from the `libm` crate (Rust's
+//! port of musl's), not the system's libm: then the process maps no libm.so at all.
 
 use std::borrow::Cow;
 use std::f64::consts::PI;
@@ -180,8 +181,8 @@ impl Index {
         let half_span = if lat_lo <= -90.0 || lat_hi >= 90.0 || angle >= PI / 2.0 {
             None
         } else {
-            let s = angle.sin() / lat.to_radians().cos();
-            (s < 1.0).then(|| s.asin().to_degrees() + BOX_SLACK_DEG)
+            let s = libm::sin(angle) / libm::cos(lat.to_radians());
+            (s < 1.0).then(|| libm::asin(s).to_degrees() + BOX_SLACK_DEG)
         };
         let spans = lng_spans(lng, half_span);
         for r in row_of(lat_lo)..=row_of(lat_hi) {
@@ -268,8 +269,8 @@ pub(super) fn row_of(lat: f64) -> usize {
 
 /// The point on the unit sphere at (`lat`, `lng`) degrees.
 pub(super) fn unit_vector(lat: f64, lng: f64) -> [f64; 3] {
-    let (sin_lat, cos_lat) = lat.to_radians().sin_cos();
-    let (sin_lng, cos_lng) = lng.to_radians().sin_cos();
+    let (sin_lat, cos_lat) = libm::sincos(lat.to_radians());
+    let (sin_lng, cos_lng) = libm::sincos(lng.to_radians());
     [cos_lat * cos_lng, cos_lat * sin_lng, sin_lat]
 }
 
@@ -285,7 +286,7 @@ pub(super) fn chord2_limit(angle: f64) -> f64 {
     if angle >= PI {
         f64::INFINITY
     } else {
-        let chord = 2.0 * (angle / 2.0).sin();
+        let chord = 2.0 * libm::sin(angle / 2.0);
         chord * chord
     }
 }
