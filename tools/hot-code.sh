@@ -84,6 +84,7 @@ pair() {  # pair OUT [SECRET]
 pair "$TMP/pair.cg"
 pair "$TMP/secret.cg" "hot-code-secret-$$"
 
+nm --defined-only "$HERD" >"$TMP/symbols.txt"
 python3 tools/hot-code.py "$TMP" >"$TMP/hot-code.ld"
 mv "$TMP/hot-code.ld" tools/hot-code.ld
 echo "hot-code.sh: wrote tools/hot-code.ld ($(grep -c '^    \*(' tools/hot-code.ld) patterns)"
