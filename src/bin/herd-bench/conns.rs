@@ -103,7 +103,8 @@ async fn open_one(addr: &str, source: Option<Ipv4Addr>) -> Opened {
 }
 
 /// Opens `n` connections, `parallel` at a time, the `i`-th from loopback source
-/// address `i % sources` when `sources` > 1; all outcomes, in no particular order.
+/// address `i % sources` (counted from [`wire::first_source`]) when `sources` > 1; all
+/// outcomes, in no particular order.
 async fn open_many(
     ex: &LocalExecutor<'_>,
     addr: &str,
@@ -113,6 +114,7 @@ async fn open_many(
 ) -> Vec<Opened> {
     let next = Rc::new(Cell::new(0usize));
     let out = Rc::new(RefCell::new(Vec::with_capacity(n)));
+    let first = wire::first_source();
     let addr: Rc<str> = addr.into();
     let workers: Vec<_> = (0..parallel.clamp(1, n.max(1)))
         .map(|_| {
@@ -125,7 +127,7 @@ async fn open_many(
                         break;
                     }
                     next.set(i + 1);
-                    let source = (sources > 1).then(|| wire::loopback_source(i, sources));
+                    let source = (sources > 1).then(|| wire::loopback_source(first, i, sources));
                     let opened = open_one(&addr, source).await;
                     out.borrow_mut().push(opened);
                 }
