@@ -11,7 +11,8 @@
 # How: the release build itself, with its symbols kept (`-C strip=none` changes no
 # function's name), runs under valgrind's callgrind in three scenes:
 #   1. a lone zero-config server (offline places): one IAMAT, one WHATSAT, SIGTERM;
-#   2. two linked servers with a state dir: updates both ways, WHATSAT, SIGTERM;
+#   2. two linked servers with a state dir, places from a local stand-in (legacy Nearby
+#      Search over HTTP, `herd-bench standin`): updates both ways, WHATSAT, SIGTERM;
 #   3. the same with HERD_SECRET (encrypted links).
 # tools/hot-code.py then lists, in order: the lone server's functions by exact name; the
 # crates that pick their code by CPU feature (valgrind's CPU may differ from this one);
@@ -56,21 +57,25 @@ wait_port 14931
 "$BENCH" memory --addr 127.0.0.1:14931 --pid "$pid" >/dev/null
 stop "$pid"
 
-# 2 and 3. Two linked servers with a state dir, without and with the herd secret.
+# 2 and 3. Two linked servers with a state dir and places over HTTP from the stand-in,
+# without and with the herd secret.
+"$BENCH" standin --addr 127.0.0.1:14950 --max-secs 600 >/dev/null 2>&1 &
+standin=$!
+wait_port 14950
 cat >"$TMP/pair.conf" <<EOF
 server Alpha 127.0.0.1:14932 bus 127.0.0.1:14942
 server Beta 127.0.0.1:14933 bus 127.0.0.1:14943
 link Alpha Beta
-places offline
+places google-legacy http://127.0.0.1:14950/json
 state-dir $TMP/state
 log-dir $TMP/logs
 EOF
 pair() {  # pair OUT [SECRET]
     rm -rf "$TMP/state" "$TMP/logs"
     local secret=${2:-}
-    HERD_SECRET=$secret "$HERD" serve Beta --config "$TMP/pair.conf" >"$TMP/beta.log" 2>&1 &
+    GOOGLE_PLACES_API_KEY=hot-code-key HERD_SECRET=$secret "$HERD" serve Beta --config "$TMP/pair.conf" >"$TMP/beta.log" 2>&1 &
     local beta=$!
-    HERD_SECRET=$secret under_callgrind "$1" serve Alpha --config "$TMP/pair.conf"
+    GOOGLE_PLACES_API_KEY=hot-code-key HERD_SECRET=$secret under_callgrind "$1" serve Alpha --config "$TMP/pair.conf"
     local pid=$!
     wait_port 14932
     wait_port 14933
@@ -83,6 +88,7 @@ pair() {  # pair OUT [SECRET]
 }
 pair "$TMP/pair.cg"
 pair "$TMP/secret.cg" "hot-code-secret-$$"
+kill "$standin" 2>/dev/null || true
 
 nm --defined-only "$HERD" >"$TMP/symbols.txt"
 python3 tools/hot-code.py "$TMP" >"$TMP/hot-code.ld"
