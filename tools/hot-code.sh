@@ -21,30 +21,41 @@
 # still gets most of the layout. A function the list misses costs memory, never
 # correctness. Rerun after large changes:
 #
-#     tools/hot-code.sh            # needs valgrind (apt-get install valgrind) and nc
+#     tools/hot-code.sh            # needs valgrind (apt-get install valgrind)
+#     HOT_CODE_KEEP=1 tools/hot-code.sh   # and keep the callgrind outputs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "hot-code.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-command -v nc >/dev/null || { echo "hot-code.sh: needs nc (apt-get install netcat-openbsd)" >&2; exit 1; }
 
 TARGET=${TARGET_DIR:-target/hot-code}
 TMP=$(mktemp -d)
 [ -z "${HOT_CODE_KEEP:-}" ] || echo "hot-code.sh: keeping $TMP"
-trap 'pkill -KILL -f "$TMP/" 2>/dev/null || true; [ -n "${HOT_CODE_KEEP:-}" ] || rm -rf "$TMP"' EXIT
-# Without the current layout (HERD_NO_CODE_LAYOUT): names do not depend on it, and a
-# broken hot-code.ld must not stop its own repair.
-HERD_NO_CODE_LAYOUT=1 cargo rustc --release --quiet --target-dir "$TARGET" --bin herd -- -C strip=none
+STARTED=()  # pids of everything started here, stopped on any exit
+trap 'for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; [ -n "${HOT_CODE_KEEP:-}" ] || rm -rf "$TMP"' EXIT
+# Without the current layout (HERD_NO_CODE_LAYOUT, for both builds, so the library is
+# built once): names do not depend on it, and a broken hot-code.ld must not stop its
+# own repair.
+export HERD_NO_CODE_LAYOUT=1
+cargo rustc --release --quiet --target-dir "$TARGET" --bin herd -- -C strip=none
 cargo build --release --quiet --target-dir "$TARGET" --bin herd-bench
 HERD=$TARGET/release/herd
 BENCH=$TARGET/release/herd-bench
 
-wait_port() { for _ in $(seq 300); do nc -z 127.0.0.1 "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "hot-code.sh: port $1 never opened" >&2; exit 1; }
+wait_port() {  # wait_port PORT: until something listens there (30 s at most)
+    for _ in $(seq 300); do (: </dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+    echo "hot-code.sh: port $1 never opened" >&2; exit 1
+}
+wait_log() {  # wait_log FILE TEXT: until FILE holds TEXT (60 s at most: callgrind is slow)
+    for _ in $(seq 600); do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+    echo "hot-code.sh: $1 never said \"$2\"" >&2; exit 1
+}
 # under_callgrind OUT ARGS...: starts herd ARGS under callgrind (writing OUT-<thread>);
 # its pid is then in $!.
 under_callgrind() {
     local out=$1; shift
     valgrind --tool=callgrind --demangle=no --separate-threads=yes \
         --callgrind-out-file="$out" "$HERD" "$@" >"$out.log" 2>&1 &
+    STARTED+=($!)
 }
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
@@ -61,6 +72,7 @@ stop "$pid"
 # without and with the herd secret.
 "$BENCH" standin --addr 127.0.0.1:14950 --max-secs 600 >/dev/null 2>&1 &
 standin=$!
+STARTED+=("$standin")
 wait_port 14950
 cat >"$TMP/pair.conf" <<EOF
 server Alpha 127.0.0.1:14932 bus 127.0.0.1:14942
@@ -75,14 +87,17 @@ pair() {  # pair OUT [SECRET]
     local secret=${2:-}
     GOOGLE_PLACES_API_KEY=hot-code-key HERD_SECRET=$secret "$HERD" serve Beta --config "$TMP/pair.conf" >"$TMP/beta.log" 2>&1 &
     local beta=$!
+    STARTED+=("$beta")
     GOOGLE_PLACES_API_KEY=hot-code-key HERD_SECRET=$secret under_callgrind "$1" serve Alpha --config "$TMP/pair.conf"
     local pid=$!
     wait_port 14932
     wait_port 14933
-    sleep 2  # the link comes up
+    wait_log "$TMP/logs/Alpha.log" " link-up peer Beta "
     "$BENCH" memory --addr 127.0.0.1:14932 --pid "$pid" >/dev/null
     "$BENCH" memory --addr 127.0.0.1:14933 --pid "$beta" >/dev/null
-    sleep 1
+    # Each update has crossed the link both ways before the scene ends.
+    wait_log "$TMP/logs/Beta.log" " in peer Alpha AT Alpha "
+    wait_log "$TMP/logs/Alpha.log" " in peer Beta AT Beta "
     stop "$pid"
     stop "$beta"
 }
