@@ -93,11 +93,19 @@ fn past_offset_lag_the_offset_goes_back_alone() {
         last = c.line();
     }
     herd.wait_for("Jaquez", &format!("lag-{}", n - 1), &last);
-    // The log is written behind the store: wait for the offset after the batch's
-    // first update (bounded; the assertion is the wait's end).
-    herd.wait_log_until("Jaquez", "an offset to Riley after lag-0", |log| {
-        log.find(" lag-0 ")
-            .is_some_and(|first| log[first..].contains(" out peer Riley HERD-OFFSET "))
+    // The log is written behind the store: wait (bounded; the assertion is the wait's
+    // end) for an offset to Riley after the batch's first update that goes alone. A
+    // writer logs each batch as one entry, its offset after its updates; so an offset
+    // whose line does not follow an update to Riley was sent without one.
+    herd.wait_log_until("Jaquez", "an offset alone to Riley after lag-0", |log| {
+        let Some(first) = log.find(" lag-0 ") else {
+            return false;
+        };
+        let lines: Vec<&str> = log[first..].lines().collect();
+        lines.windows(2).any(|pair| {
+            pair[1].contains(" out peer Riley HERD-OFFSET ")
+                && !pair[0].contains(" out peer Riley AT ")
+        })
     });
 }
 

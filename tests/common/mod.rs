@@ -180,8 +180,8 @@ impl Herd {
         wait_file_contains(&self.dir.0.join("logs").join(format!("{name}.log")), needle)
     }
 
-    /// Waits (bounded) until server `name`'s log passes `test` (`what` names it in
-    /// the failure); returns the log.
+    /// Waits (20 s at most, then fails) until server `name`'s log passes `test` (`what`
+    /// names it in the failure); returns the log.
     pub fn wait_log_until(&self, name: &str, what: &str, test: impl Fn(&str) -> bool) -> String {
         wait_file_until(
             &self.dir.0.join("logs").join(format!("{name}.log")),
@@ -205,9 +205,10 @@ impl Herd {
             i += 1;
             std::thread::sleep(Duration::from_millis(100));
             let log = self.log(to);
+            let ours = format!(" link-{from}-{to}-");
             if log
                 .lines()
-                .any(|l| l.contains(&needle) && l.contains(&format!(" link-{from}-{to}-")))
+                .any(|l| l.contains(&needle) && l.contains(&ours))
             {
                 return;
             }
