@@ -45,8 +45,10 @@ uncompressed, little-endian throughout, every count and offset a u32:
     vicinities  UTF-8, the distinct vicinities, sorted, one after another
 
 Row r holds latitudes in [r·0.1° - 90°, (r+1)·0.1° - 90°) (the top row also holds 90°);
-the unit vector and the row are computed exactly as offline/index.rs computes them for a
-user's file (`unit_vector`, `row_of`), in IEEE doubles, so the two indexes agree.
+the unit vector and the row are computed as offline/index.rs computes them for a user's
+file (`unit_vector`, `row_of`), in IEEE doubles: the row exactly, the vector to within an
+ulp or two (Python's sines are the system libm's, herd's the `libm` crate's; the test of
+the built-in index allows for it), so the two indexes agree.
 Coordinates are GeoNames' five decimals, as the nearest doubles. A place's whole record
 sits beside its neighbours', so a query reads a few pages of the file and no more.
 """

@@ -103,7 +103,7 @@ async fn open_one(addr: &str, source: Option<Ipv4Addr>) -> Opened {
 }
 
 /// Opens `n` connections, `parallel` at a time, the `i`-th from loopback source
-/// address `i % sources` (counted from [`wire::first_source`]) when `sources` > 1; all
+/// address `i % sources` (counted from [`wire::first_source_host`]) when `sources` > 1; all
 /// outcomes, in no particular order.
 async fn open_many(
     ex: &LocalExecutor<'_>,
@@ -114,7 +114,7 @@ async fn open_many(
 ) -> Vec<Opened> {
     let next = Rc::new(Cell::new(0usize));
     let out = Rc::new(RefCell::new(Vec::with_capacity(n)));
-    let first = wire::first_source();
+    let first = wire::first_source_host();
     let addr: Rc<str> = addr.into();
     let workers: Vec<_> = (0..parallel.clamp(1, n.max(1)))
         .map(|_| {

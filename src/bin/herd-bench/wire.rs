@@ -133,11 +133,13 @@ pub fn loopback_source(first: usize, i: usize, count: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::LOCALHOST) - 1 + host)
 }
 
-/// The first loopback source address this process uses (see [`loopback_source`]): one
-/// of 127.0.0.1 ..= 127.0.0.250 picked by process id, so that a run's connections leave
-/// from other addresses than the run before it, whose ports may still be in TIME_WAIT
-/// (a third run of 19,000 connections from the same three addresses took 56 s).
-pub fn first_source() -> usize {
+/// The last number of the first loopback source address this process uses (see
+/// [`loopback_source`]): 1 ..= 250, picked by process id, so that a run's connections
+/// most likely leave from other addresses than the run before it, whose ports may still
+/// be in TIME_WAIT (a third run of 19,000 connections from the same three addresses
+/// took 56 s). Runs whose pids differ by less than the address count modulo 250 share
+/// some.
+pub fn first_source_host() -> usize {
     1 + std::process::id() as usize % 250
 }
 
