@@ -6,7 +6,7 @@
 # file) at a time, not a function at a time. With the ~2.5 MB of code in the order the
 # compiler left it, the ~400 KiB a server runs are spread over most of it, and a lone
 # server kept 1.5 MB of code pages mapped; packed together they take about half a MB
-# (BENCHMARKS.md, "Lone server memory").
+# (BENCHMARKS.md, "Results after the third round").
 #
 # How: the release build itself, with its symbols kept (`-C strip=none` changes no
 # function's name), runs under valgrind's callgrind in three scenes:
