@@ -44,6 +44,17 @@ pub fn fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     line.split(|&b| is_space(b)).filter(|f| !f.is_empty())
 }
 
+/// [`fields`] of a `str`, as `str`s. They are split at ASCII bytes, so each is valid
+/// UTF-8 already: sliced out, not checked again (checking each field of every stored
+/// line again cost ~5 % of loading a 1M-record state file).
+pub fn str_fields(line: &str) -> impl Iterator<Item = &str> {
+    let base = line.as_ptr() as usize;
+    fields(line.as_bytes()).map(move |field| {
+        let start = field.as_ptr() as usize - base;
+        line.get(start..start + field.len()).unwrap_or_default()
+    })
+}
+
 /// A line without its terminator: a trailing `\n`, or `\r\n`.
 pub fn strip_terminator(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
@@ -371,10 +382,7 @@ pub struct CheckedAt<'a> {
 
 /// Checks an AT line exactly as `parse_at` does; `None` if it is not one.
 pub fn check_at(line: &str) -> Option<CheckedAt<'_>> {
-    let mut words = fields(line.as_bytes()).map(|w| {
-        // Fields of a str split at ASCII bytes are valid UTF-8.
-        std::str::from_utf8(w).unwrap_or_default()
-    });
+    let mut words = str_fields(line);
     let (at, server, diff, client, location, time) = (
         words.next()?,
         words.next()?,
@@ -413,6 +421,23 @@ fn is_diff(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn str_fields_are_the_byte_fields() {
+        for line in [
+            "AT Riley +0.1 kiwi +1+1 1.5",
+            "  é\tñ  x\u{3000}y ",
+            "",
+            " \t ",
+            "AT\u{a0}x",
+            "日本 語",
+        ] {
+            let bytes: Vec<&str> = fields(line.as_bytes())
+                .map(|f| std::str::from_utf8(f).unwrap())
+                .collect();
+            assert_eq!(str_fields(line).collect::<Vec<_>>(), bytes, "{line:?}");
+        }
+    }
 
     fn iamat(line: &str) -> IAmAt<'_> {
         match parse_command(line.as_bytes()) {

@@ -90,14 +90,9 @@ impl Entry {
 /// A stored (so already validated) AT line's order key: its client time and the server
 /// that received it, read back from the line (`Report::is_newer_than`'s rule).
 fn order_key(line: &str) -> Option<(i128, &str)> {
-    let mut fields = protocol::fields(line.as_bytes());
+    let mut fields = protocol::str_fields(line);
     let server = fields.nth(1)?;
     let time = fields.last()?;
-    // Fields of a str split at ASCII bytes are valid UTF-8.
-    let (server, time) = (
-        std::str::from_utf8(server).ok()?,
-        std::str::from_utf8(time).ok()?,
-    );
     Some((protocol::parse_time(time)?, server))
 }
 
