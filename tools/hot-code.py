@@ -68,6 +68,8 @@ def loose(name):
 
 
 def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
     tmp = sys.argv[1]
     lone = ran(f"{tmp}/lone.cg")
     linked = ran(f"{tmp}/pair.cg") | ran(f"{tmp}/secret.cg")
