@@ -117,7 +117,7 @@ PY=$(python3 -c 'import sys; print(sys.executable)') || { echo "chaos.sh: needs 
 FAULTS_LOG=$TMP/faults.log
 : >"$FAULTS_LOG"
 
-declare -A TERM_AT TERM_TOOK
+declare -A TERM_AT TERM_TOOK STARTED_AT
 declare -A PID ADDR NS DOWN_UNTIL FROZEN_UNTIL ISO_UNTIL ISO_HOW CUT_UNTIL CUT_END
 CLIENT_PID=""
 CHECK_PID=""
@@ -280,6 +280,7 @@ start_server() {
     "$HERD" serve "$n" --config "$TMP/herd.conf" >>"$TMP/logs/$n.stderr" 2>&1 &
   fi
   PID[$n]=$!
+  STARTED_AT[$n]=$(now_ms)
 }
 # True if server $1's process has exited (or is a zombie): read from /proc, no fork.
 is_dead() {
@@ -342,6 +343,13 @@ do_kill() {  # $1: a server to kill, else one at random; $2: process, host or te
       1) if [ "$MODE" = netns ]; then kind=host; else kind=process; fi ;;
       2) kind=term ;;
     esac
+  fi
+  # A process only just exec'ed has not yet set up its signal handling (no program
+  # has, in its first milliseconds) and dies of a SIGTERM by the default action: a
+  # graceful stop is tried on a server started at least TERM_AFTER_START_MS ago, and
+  # a younger one is killed -9 instead.
+  if [ "$kind" = term ] && [ $(( $(now_ms) - ${STARTED_AT[$n]:-0} )) -lt "$TERM_AFTER_START_MS" ]; then
+    kind=process
   fi
   local how
   case $kind in
@@ -451,6 +459,7 @@ LAST_HEAL_NS=$(now_ns)
 # Restarts server $1; after a SIGTERM, first waits (bounded) for the old process to
 # finish its graceful stop, and checks that it exited 0.
 STOP_LIMIT_MS=10000  # the server's grace period is 6 s
+TERM_AFTER_START_MS=200
 restart_server() {
   local n=$1 rc _
   if [ -n "${TERM_AT[$n]:-}" ]; then

