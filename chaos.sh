@@ -348,8 +348,9 @@ do_kill() {  # $1: a server to kill, else one at random; $2: process, host or te
   # has, in its first milliseconds) and dies of a SIGTERM by the default action: a
   # graceful stop is tried on a server started at least TERM_AFTER_START_MS ago, and
   # a younger one is killed -9 instead.
+  local young=""
   if [ "$kind" = term ] && [ $(( $(now_ms) - ${STARTED_AT[$n]:-0} )) -lt "$TERM_AFTER_START_MS" ]; then
-    kind=process
+    kind=process young=" (started under $TERM_AFTER_START_MS ms ago: no graceful stop)"
   fi
   local how
   case $kind in
@@ -364,7 +365,7 @@ do_kill() {  # $1: a server to kill, else one at random; $2: process, host or te
       TERMS=$((TERMS + 1)) ;;
     *)
       { kill -KILL "${PID[$n]}"; wait "${PID[$n]}"; } 2>/dev/null  # (no "Killed" notice)
-      how="kill -9" ;;
+      how="kill -9$young" ;;
   esac
   local after; rand_between 500 2000; after=$R
   DOWN_UNTIL[$n]=$(( $(now_ms) + after ))
