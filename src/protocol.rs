@@ -45,8 +45,8 @@ pub fn fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// [`fields`] of a `str`, as `str`s. They are split at ASCII bytes, so each is valid
-/// UTF-8 already: sliced out, not checked again (checking each field of every stored
-/// line again cost ~5 % of loading a 1M-record state file).
+/// UTF-8 already: sliced out, not checked again (checking them again was part of the
+/// 11 % of a 1M-record state load's profile spent in `from_utf8`; BENCHMARKS.md).
 pub fn str_fields(line: &str) -> impl Iterator<Item = &str> {
     let base = line.as_ptr() as usize;
     fields(line.as_bytes()).map(move |field| {
