@@ -491,16 +491,7 @@ async fn read_line<R: AsyncRead + Unpin>(
     stream: &mut R,
     reader: &mut LineReader,
 ) -> Result<Vec<u8>, String> {
-    read_line_within(stream, reader, HANDSHAKE_TIMEOUT).await
-}
-
-/// Reads one handshake line within `limit`.
-async fn read_line_within<R: AsyncRead + Unpin>(
-    stream: &mut R,
-    reader: &mut LineReader,
-    limit: Duration,
-) -> Result<Vec<u8>, String> {
-    timeout(limit, async {
+    timeout(HANDSHAKE_TIMEOUT, async {
         loop {
             if let Some(line) = reader.next_line() {
                 return match line {
