@@ -14,8 +14,8 @@ use crate::handshake::{self, Role, Transcript};
 use crate::lines::{Line, LineReader};
 use crate::log::{Entry, Logger};
 use crate::protocol::{strip_terminator, MAX_AT_LINE};
-pub use crate::replica::BOOTSTRAP_HOLD;
 use crate::replica::{Batch, BootRole, Feed, Replica};
+pub use crate::replica::{BOOTSTRAP_HOLD, MAX_COVERS};
 use crate::secure::{self, Sealer, SecureReader};
 use crate::shutdown::{timeout, Alive};
 use crate::status;
@@ -65,11 +65,6 @@ pub const KEEPALIVE_PROBES: u32 = 3;
 
 /// Bytes of updates gathered into one write to a peer.
 const WRITE_BATCH: usize = 64 * 1024;
-
-/// Most `HERD-COVERS` lines kept of one full resync (a server has at most 254 links,
-/// and the sender's own history comes last; more are dropped), and most `HERD-HOLDS`
-/// lines a peer may send at link-up (more, and the link is refused).
-pub const MAX_COVERS: usize = 256;
 
 /// How far (in offsets) the feed may move past the last `HERD-OFFSET` sent before a
 /// writer sends one on its own. An offset rides along with every write of updates; the
@@ -897,11 +892,13 @@ impl batch::Handler for LinkLines<'_> {
                 self.later.close();
             }
             Some(Message::Covers { server, cursor }) => {
-                if self.covers.len() < MAX_COVERS {
+                // The sender's own history comes last, ends the set and is always kept
+                // (the bootstrap's end reads it); others past the bound are dropped.
+                let own = server == bus.links[self.i].name;
+                if own || self.covers.len() < MAX_COVERS - 1 {
                     self.covers.push((server.to_string(), cursor));
                 }
-                // The sender's own history comes last and ends the set.
-                if server == bus.links[self.i].name {
+                if own {
                     let covers = std::mem::take(&mut self.covers);
                     bus.replica.note_covers(origin(self.i), covers, batch);
                 }

@@ -51,6 +51,14 @@ const EPOCH: u64 = 1 << 32;
 /// updates reach the peer on their own way, this server's after the hold.
 pub const BOOTSTRAP_HOLD: Duration = Duration::from_secs(20);
 
+/// Most `HERD-HOLDS` lines a peer may send at link-up (more, and the link is refused),
+/// and most `HERD-COVERS` lines kept of one full resync (more are dropped, but for the
+/// sender's own history, which comes last). A server sends at most `MAX_COVERS - 1`
+/// of its cursors either way (`Inner::sorted_cursors`), so what one server sends its
+/// peers accept, however many servers the herd has; a cursor left out only costs a peer
+/// some updates it already holds.
+pub const MAX_COVERS: usize = 256;
+
 struct Inner {
     store: Store,
     /// `(offset, slot, origin)` of recent updates, in offset order.
@@ -67,7 +75,8 @@ struct Inner {
 }
 
 impl Inner {
-    /// Every peer's cursor, by peer name.
+    /// The peers' cursors by peer name, the first `MAX_COVERS - 1` of them (room for
+    /// the own history that ends a set of `HERD-COVERS`).
     fn sorted_cursors(&self) -> Vec<(String, Cursor)> {
         let mut all: Vec<_> = self
             .cursors
@@ -75,6 +84,7 @@ impl Inner {
             .map(|(peer, (cursor, _))| (peer.clone(), *cursor))
             .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.truncate(MAX_COVERS - 1);
         all
     }
 
@@ -333,8 +343,8 @@ impl Replica {
         self.len() == 0
     }
 
-    /// Every cursor held (what this server holds of each peer's updates), for the
-    /// `HERD-HOLDS` lines it sends at link-up.
+    /// What this server holds of its peers' updates, for the `HERD-HOLDS` lines it
+    /// sends at link-up: at most `MAX_COVERS - 1` cursors, by peer name.
     pub fn cursors(&self) -> Vec<(String, Cursor)> {
         lock(&self.inner).sorted_cursors()
     }

@@ -133,8 +133,10 @@ fn a_linked_peer_sending_garbage_is_ignored_or_cut_off() {
 }
 
 /// `HERD-COVERS` and `HERD-HOLDS` are bounded by `MAX_COVERS`: a linked peer that
-/// sends more covers than that ends no link and grows nothing past the bound, and one
-/// that says it holds more peers' histories than that at link-up is refused.
+/// sends more covers than that ends no link and grows nothing past the bound (the
+/// sender's own history, which ends the set, is kept; the server then tells fewer
+/// than `MAX_COVERS` holds, so its peers accept them), and one that says it holds more
+/// peers' histories than that at link-up is refused.
 #[test]
 fn covers_and_holds_past_max_covers_are_bounded() {
     use herd::peer::MAX_COVERS;
@@ -159,6 +161,16 @@ fn covers_and_holds_past_max_covers_are_bounded() {
     assert!(!herd.log("A").contains("link-down peer 0bad"));
     drop(p);
     herd.wait_log("A", "link-down peer 0bad");
+    let (p, told) = herd.link_as_holding("A", "0bad", b"");
+    assert!(told.len() < MAX_COVERS, "{} holds", told.len());
+    assert!(
+        told.contains(&"HERD-HOLDS 0bad 0000000000000001 7".to_string()),
+        "{told:?}"
+    );
+    drop(p);
+    herd.wait_log_until("A", "a second link-down", |log| {
+        log.matches("link-down peer 0bad").count() >= 2
+    });
     // Past the bound at link-up: refused, logged; the server serves on.
     let mut holds = String::new();
     for i in 0..=MAX_COVERS {

@@ -254,6 +254,11 @@ impl Herd {
     /// Links to server `to` as the configured (but not running) server `name`, with the
     /// secret `secret`: HELLO, checks the acceptor's proof, AUTH. Returns the connection.
     pub fn link_as(&self, to: &str, name: &str, secret: &[u8]) -> Client {
+        self.link_as_holding(to, name, secret).0
+    }
+
+    /// As [`Herd::link_as`], also returning the `HERD-HOLDS` lines `to` sent.
+    pub fn link_as_holding(&self, to: &str, name: &str, secret: &[u8]) -> (Client, Vec<String>) {
         use herd::handshake::{nonce, Role, Transcript};
         let mut peer = Client::connect(&self.bus(to));
         let nonce_d = nonce();
@@ -277,12 +282,14 @@ impl Herd {
         // what it holds of its own peers (HERD-HOLDS lines), then its HERD-RESYNC (or
         // HERD-RESYNC-LATER while it bootstraps from another link).
         peer.send("HERD-RESYNC - 0\n");
+        let mut holds = Vec::new();
         let mut resync = peer.line();
         while resync.starts_with("HERD-HOLDS ") {
+            holds.push(resync);
             resync = peer.line();
         }
         assert!(resync.starts_with("HERD-RESYNC"), "{resync}");
-        peer
+        (peer, holds)
     }
 }
 
