@@ -22,7 +22,7 @@ use crate::status;
 use crate::store::{Origin, Report};
 use crate::wire::{Cursor, Message};
 use async_net::TcpStream;
-use futures_lite::{future, AsyncRead, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWriteExt, Future};
 use smol::Timer;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -689,12 +689,7 @@ async fn write_loop(
         Ok(cursor) => cursor,
         Err(later) => loop {
             // Waits for the peer's HERD-RESYNC, sending its own when it falls due.
-            let got = future::or(async { Some(later.recv().await) }, async {
-                resync_due(&held).await;
-                None
-            })
-            .await;
-            match got {
+            match recv_unless(&later, resync_due(&held)).await {
                 Some(Ok(cursor)) => {
                     let start = bus.replica.start_offset(cursor);
                     bus.log.event("link-resync", &who, &resync_kind(start));
@@ -776,12 +771,7 @@ async fn write_loop(
         if closing {
             return "link closed; everything published was sent".into();
         }
-        let woken = future::or(async { Some(wake.recv().await) }, async {
-            resync_due(&held).await;
-            None
-        })
-        .await;
-        match woken {
+        match recv_unless(&wake, resync_due(&held)).await {
             Some(Ok(())) => {}
             Some(Err(_)) => closing = true,
             None => {
@@ -798,6 +788,19 @@ async fn write_loop(
             }
         }
     }
+}
+
+/// The next message on `rx` (`Err` once it is closed and empty), or `None` if `due`
+/// comes first: a writer waiting for its peer also owes its own `HERD-RESYNC`.
+async fn recv_unless<T>(
+    rx: &async_channel::Receiver<T>,
+    due: impl Future<Output = ()>,
+) -> Option<Result<T, async_channel::RecvError>> {
+    future::or(async { Some(rx.recv().await) }, async {
+        due.await;
+        None
+    })
+    .await
 }
 
 /// Sends this server's `HERD-RESYNC` for link `i`, owed since its `HERD-RESYNC-LATER`:
