@@ -17,7 +17,7 @@
 
 use crate::log::Logger;
 use crate::state::{self, Record, State};
-use crate::store::{ClientHash, ClientHasher, Origin, Report, Store};
+use crate::store::{ClientHasher, Origin, Report, Store, Stored};
 use crate::wire::{Cursor, History};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
@@ -255,18 +255,19 @@ impl Replica {
         let mut history = None;
         let mut state = None;
         if let Some(dir) = state_dir {
-            let (mut file, bytes, damage) = State::open(dir, name)
+            let (mut file, damage) = State::open(dir, name)
                 .map_err(|e| format!("cannot open the state file in {}: {e}", dir.display()))?;
             let mut max_offset = 0;
             let store = &mut inner.store;
-            store.reserve(bytes.len() / 100);
+            store.reserve(damage.valid / 100);
             let hasher = store.hasher().clone();
-            let loaded = load(&bytes[..damage.valid], &hasher, |updates| {
-                for (offset, report, hash) in updates {
-                    max_offset = max_offset.max(offset);
-                    store.update_hashed(report, hash, offset, 0);
+            let loaded = load(&file, damage.valid, &hasher, |updates| {
+                for update in updates {
+                    max_offset = max_offset.max(update.seq());
+                    store.insert_stored(update);
                 }
-            });
+            })
+            .map_err(|e| format!("cannot read the state file in {}: {e}", dir.display()))?;
             let records = loaded.records;
             file.set_records(loaded.lines as u64);
             history = loaded.history;
@@ -676,8 +677,8 @@ impl Drop for Replica {
 /// What a state file holds, parsed.
 #[derive(Default)]
 struct Loaded {
-    /// Updates in file order, with their offsets (at least 1) and client hashes.
-    updates: Vec<(u64, Report, ClientHash)>,
+    /// Updates, with their offsets (at least 1) and client hashes.
+    updates: Vec<Stored>,
     history: Option<History>,
     cursors: Vec<(String, Cursor)>,
     /// Records dropped for a bad checksum or text, and where the first one starts.
@@ -691,65 +692,104 @@ struct Loaded {
     lines: usize,
 }
 
-/// Threads parsing a state file while the caller stores what they parsed: a restart
-/// reads its state on both cores of a small host.
+/// Threads reading and parsing a state file while the caller stores what they parsed:
+/// a restart reads its state on both cores of a small host.
 const LOAD_THREADS: usize = 2;
 
-/// Bytes of state file per piece of parsing work.
+/// Bytes of state file per piece of loading work (each thread reads one into a buffer
+/// of its own, used again for the next).
 const LOAD_CHUNK: usize = 4 << 20;
 
-/// Parses the records of `bytes` (whole records only) on `LOAD_THREADS` threads, in
-/// chunks split at record boundaries, handing each chunk's updates to `store` in file
-/// order as they are ready, so storing overlaps parsing. The parsing threads also hash
-/// each client ID with `hasher`, so storing one is a single probe of the index.
+/// Reads and parses the first `len` bytes of `file` (whole records) on `LOAD_THREADS`
+/// threads, in chunks split at record boundaries, handing each chunk's updates to
+/// `store` as they are ready, so storing overlaps reading and parsing. Updates go in
+/// any order (the newer wins, whatever the order); the history and cursors are taken in
+/// file order (the last written wins). The threads also hash each client ID with
+/// `hasher`, so storing one is a single probe of the index.
 fn load(
-    bytes: &[u8],
+    file: &State,
+    len: usize,
     hasher: &ClientHasher,
-    mut store: impl FnMut(Vec<(u64, Report, ClientHash)>),
-) -> Loaded {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    while start < bytes.len() {
-        let mid = (start + LOAD_CHUNK).min(bytes.len());
-        let end = memchr::memchr(b'\n', &bytes[mid..]).map_or(bytes.len(), |i| mid + i + 1);
-        chunks.push((start, &bytes[start..end]));
-        start = end;
-    }
+    mut store: impl FnMut(Vec<Stored>),
+) -> std::io::Result<Loaded> {
+    let chunks = chunk_bounds(file, len)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut all = Loaded::default();
+    let mut parts: Vec<Option<Loaded>> = chunks.iter().map(|_| None).collect();
+    let mut failed = None;
     std::thread::scope(|s| {
-        let (done, parsed) = mpsc::channel::<(usize, Loaded)>();
+        let (done, parsed) = mpsc::channel::<(usize, std::io::Result<Loaded>)>();
         for _ in 0..LOAD_THREADS {
             let (done, chunks, next) = (done.clone(), &chunks, &next);
-            s.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(at, chunk)) = chunks.get(i) else {
-                    return;
-                };
-                if done.send((i, load_part(at, chunk, hasher))).is_err() {
-                    return;
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(start, end)) = chunks.get(i) else {
+                        return;
+                    };
+                    buf.resize(end - start, 0);
+                    let part = file
+                        .read_at(&mut buf, start as u64)
+                        .map(|()| load_part(start, &buf, hasher));
+                    if done.send((i, part)).is_err() {
+                        return;
+                    }
                 }
             });
         }
         drop(done);
-        let mut waiting = std::collections::BTreeMap::new();
-        let mut want = 0;
         for (i, part) in parsed {
-            waiting.insert(i, part);
-            while let Some(mut part) = waiting.remove(&want) {
-                want += 1;
-                all.records += part.updates.len() + part.bad_lines;
-                all.lines += part.lines;
-                store(std::mem::take(&mut part.updates));
-                all.history = part.history.or(all.history);
-                all.cursors.extend(part.cursors);
-                all.dropped += part.dropped;
-                all.first_dropped_at = all.first_dropped_at.or(part.first_dropped_at);
-                all.bad_lines += part.bad_lines;
+            match part {
+                Ok(mut part) => {
+                    store(std::mem::take(&mut part.updates));
+                    parts[i] = Some(part);
+                }
+                Err(e) => {
+                    next.store(chunks.len(), Ordering::Relaxed);
+                    failed.get_or_insert(e);
+                }
             }
         }
     });
-    all
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let mut all = Loaded::default();
+    for part in parts.into_iter().flatten() {
+        all.records += part.records;
+        all.lines += part.lines;
+        all.history = part.history.or(all.history);
+        all.cursors.extend(part.cursors);
+        all.dropped += part.dropped;
+        all.first_dropped_at = all.first_dropped_at.or(part.first_dropped_at);
+        all.bad_lines += part.bad_lines;
+    }
+    Ok(all)
+}
+
+/// `(start, end)` of each chunk of the first `len` bytes of `file`: about
+/// `LOAD_CHUNK` bytes each, every one ending just after a newline (`len` does).
+fn chunk_bounds(file: &State, len: usize) -> std::io::Result<Vec<(usize, usize)>> {
+    let mut chunks = Vec::new();
+    let mut window = vec![0; 4096];
+    let mut start = 0;
+    while start < len {
+        let mut end = (start + LOAD_CHUNK).min(len);
+        // The chunk ends after the first newline from byte `end - 1` on.
+        let mut at = end - 1;
+        while end < len {
+            let n = window.len().min(len - at);
+            file.read_at(&mut window[..n], at as u64)?;
+            if let Some(i) = memchr::memchr(b'\n', &window[..n]) {
+                end = at + i + 1;
+                break;
+            }
+            at += n;
+        }
+        chunks.push((start, end));
+        start = end;
+    }
+    Ok(chunks)
 }
 
 fn load_part(at: usize, bytes: &[u8], hasher: &ClientHasher) -> Loaded {
@@ -758,17 +798,16 @@ fn load_part(at: usize, bytes: &[u8], hasher: &ClientHasher) -> Loaded {
     let damage = state::parse(bytes, |record| {
         lines += 1;
         match record {
-            Record::Update { offset, line } => match Report::from_line(line) {
-                Some(report) => {
-                    let hash = hasher.hash(report.client());
-                    part.updates.push((offset.max(1), report, hash));
-                }
+            Record::Update { offset, line } => match Stored::from_line(line, offset.max(1), hasher)
+            {
+                Some(update) => part.updates.push(update),
                 None => part.bad_lines += 1,
             },
             Record::History(h) => part.history = Some(h),
             Record::Cursor { peer, cursor } => part.cursors.push((peer.to_string(), cursor)),
         }
     });
+    part.records = part.updates.len() + part.bad_lines;
     part.dropped = damage.dropped;
     part.lines = lines + damage.dropped;
     part.first_dropped_at = damage.first_dropped_at.map(|p| p + at);
@@ -1020,6 +1059,64 @@ mod tests {
                 return lines;
             }
         }
+    }
+
+    #[test]
+    fn a_state_file_of_many_chunks_loads_whole_and_the_last_history_and_cursor_win() {
+        let dir = std::env::temp_dir().join(format!("herd-replica-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = Vec::new();
+        let cursor = |offset| Record::Cursor {
+            peer: "P",
+            cursor: Cursor {
+                history: History(5),
+                offset,
+            },
+        };
+        state::write_record(&mut bytes, &Record::History(History(1)));
+        state::write_record(&mut bytes, &cursor(1));
+        // Over three chunks, records of uneven length so that chunk ends fall inside
+        // records; client 7 is written again near the end, newer.
+        let mut i = 0;
+        while bytes.len() < 2 * LOAD_CHUNK + LOAD_CHUNK / 2 {
+            let pad = "x".repeat(i % 37);
+            let line = format!("AT A +0.000000001 c{i}{pad} +1+1 {}", 100 + i);
+            state::write_record(
+                &mut bytes,
+                &Record::Update {
+                    offset: i as u64 + 1,
+                    line: &line,
+                },
+            );
+            i += 1;
+        }
+        let clients = i;
+        state::write_record(&mut bytes, &Record::History(History(2)));
+        state::write_record(&mut bytes, &cursor(9));
+        let newer = format!("AT B +0.000000001 c7{} +2+2 5000", "x".repeat(7));
+        state::write_record(
+            &mut bytes,
+            &Record::Update {
+                offset: 1 << 40,
+                line: &newer,
+            },
+        );
+        std::fs::write(dir.join("T.state"), &bytes).unwrap();
+        let (log, _writer) = Logger::open(&dir, "T", Vec::new());
+        let r = Replica::open("T", 2, Some(&dir), None, &log).unwrap();
+        assert_eq!(r.len(), clients);
+        assert_eq!(r.get("c7xxxxxxx").as_deref(), Some(newer.as_str()));
+        let last = clients - 1;
+        let pad = "x".repeat(last % 37);
+        assert_eq!(
+            r.get(&format!("c{last}{pad}")).as_deref(),
+            Some(format!("AT A +0.000000001 c{last}{pad} +1+1 {}", 100 + last).as_str())
+        );
+        assert_eq!(r.history(), History(2));
+        assert_eq!(r.cursor_of("P").map(|c| c.offset), Some(9));
+        drop(r);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -20,7 +20,8 @@
 
 use crate::wire::{Cursor, History};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Compact when the file holds this many times as many records as there are live
@@ -150,6 +151,24 @@ fn parse_record(rec: &[u8]) -> Option<Record<'_>> {
     }
 }
 
+/// The length of the whole records of a file of `len` bytes: up to its last newline,
+/// found by reading back from the end a block at a time.
+fn whole_records(file: &File, len: u64) -> io::Result<u64> {
+    const BLOCK: u64 = 64 << 10;
+    let mut end = len;
+    let mut buf = vec![0; BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &mut buf[..(end - start) as usize];
+        file.read_exact_at(block, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', block) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 /// A server's state file, owned by one thread.
 pub struct State {
     path: PathBuf,
@@ -163,42 +182,43 @@ pub struct State {
 }
 
 impl State {
-    /// Opens (creating) `dir/NAME.state` and returns it with its bytes and its torn tail
-    /// (`Damage::torn`; the records are for the caller to `parse`). A torn tail is cut
-    /// off (the returned bytes keep it, for the caller's report); only an unreadable or
-    /// unwritable file is an error.
-    pub fn open(dir: &Path, name: &str) -> io::Result<(State, Vec<u8>, Damage)> {
+    /// Opens (creating) `dir/NAME.state` and returns it with the length of its whole
+    /// records (`Damage::valid`) and its torn tail (`Damage::torn`, cut off here); the
+    /// caller reads the records (`read_at`) and parses them, once. Only an unreadable
+    /// or unwritable file is an error.
+    pub fn open(dir: &Path, name: &str) -> io::Result<(State, Damage)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{name}.state"));
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        // Only the torn tail is found here (bytes after the last newline); the caller
-        // parses the records, once.
-        let valid = memchr::memrchr(b'\n', &bytes).map_or(0, |i| i + 1);
+        let len = file.metadata()?.len();
+        let valid = whole_records(&file, len)?;
         let damage = Damage {
-            valid,
-            torn: bytes.len() - valid,
+            valid: valid as usize,
+            torn: (len - valid) as usize,
             ..Damage::default()
         };
         if damage.torn > 0 {
-            file.set_len(damage.valid as u64)?;
+            file.set_len(valid)?;
             file.sync_data()?;
         }
-        let size = damage.valid as u64;
         let state = State {
             path,
             file,
-            size,
+            size: valid,
             // Set by the caller, who parses the records (`set_records`).
             records: 0,
             dirty: false,
         };
-        Ok((state, bytes, damage))
+        Ok((state, damage))
+    }
+
+    /// Fills `buf` with the file's bytes from byte `at` on (any thread may read).
+    pub fn read_at(&self, buf: &mut [u8], at: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, at)
     }
 
     /// Tells the file how many records (lines, valid or not) it held when opened, as
@@ -275,6 +295,13 @@ mod tests {
         Record::Update { offset, line }
     }
 
+    /// The whole records of an opened file, as `read_at` gives them.
+    fn contents(state: &State, damage: &Damage) -> Vec<u8> {
+        let mut bytes = vec![0; damage.valid];
+        state.read_at(&mut bytes, 0).unwrap();
+        bytes
+    }
+
     fn all(bytes: &[u8]) -> (Vec<Record<'_>>, Damage) {
         let mut records = Vec::new();
         let damage = parse(bytes, |r| records.push(r));
@@ -311,16 +338,19 @@ mod tests {
     #[test]
     fn appended_records_come_back() {
         let d = dir("back");
-        let (mut state, bytes, _) = State::open(&d, "A").unwrap();
-        assert!(bytes.is_empty());
+        let (mut state, damage) = State::open(&d, "A").unwrap();
+        assert_eq!(damage.valid, 0);
         let mut out = Vec::new();
         write_record(&mut out, &update(1, A));
         write_record(&mut out, &update(2, B));
         state.append(&out).unwrap();
         state.sync().unwrap();
         drop(state);
-        let (_, bytes, damage) = State::open(&d, "A").unwrap();
-        assert_eq!(all(&bytes).0, [update(1, A), update(2, B)]);
+        let (state, damage) = State::open(&d, "A").unwrap();
+        assert_eq!(
+            all(&contents(&state, &damage)).0,
+            [update(1, A), update(2, B)]
+        );
         assert_eq!(damage.torn + damage.dropped, 0);
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -333,15 +363,24 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let torn = &whole[..whole.len() - 3];
         std::fs::write(d.join("A.state"), torn).unwrap();
-        let (mut state, bytes, damage) = State::open(&d, "A").unwrap();
-        assert_eq!(all(&bytes).0, [update(1, A)]);
+        let (mut state, damage) = State::open(&d, "A").unwrap();
+        assert_eq!(all(&contents(&state, &damage)).0, [update(1, A)]);
         assert_eq!(damage.torn, torn.len() - record(&update(1, A)).len());
         assert_eq!(state.size() + damage.torn as u64, torn.len() as u64);
         state.append(record(&update(3, B)).as_bytes()).unwrap();
         drop(state);
-        let (_, bytes, again) = State::open(&d, "A").unwrap();
-        assert_eq!(all(&bytes).0, [update(1, A), update(3, B)]);
+        let (state, again) = State::open(&d, "A").unwrap();
+        assert_eq!(
+            all(&contents(&state, &again)).0,
+            [update(1, A), update(3, B)]
+        );
         assert_eq!(again.torn + again.dropped, 0);
+        // A torn tail longer than the blocks the end is searched back in.
+        let long = format!("{}{}", record(&update(1, A)), "y".repeat(150_000));
+        std::fs::write(d.join("A.state"), &long).unwrap();
+        let (state, damage) = State::open(&d, "A").unwrap();
+        assert_eq!(all(&contents(&state, &damage)).0, [update(1, A)]);
+        assert_eq!((damage.valid, damage.torn), (long.len() - 150_000, 150_000));
         let _ = std::fs::remove_dir_all(&d);
         // Corrupt in the middle: that record alone is dropped, the rest still load.
         for damaged in [
@@ -374,7 +413,7 @@ mod tests {
     #[test]
     fn compaction_replaces_the_file() {
         let d = dir("compact");
-        let (mut state, _, _) = State::open(&d, "A").unwrap();
+        let (mut state, _) = State::open(&d, "A").unwrap();
         let one = record(&update(1, A));
         let many = one.repeat((MIN_COMPACT_BYTES as usize / one.len()) + 10);
         state.append(many.as_bytes()).unwrap();
@@ -386,8 +425,11 @@ mod tests {
         assert!(!state.wants_compaction(1));
         state.append(record(&update(2, B)).as_bytes()).unwrap();
         drop(state);
-        let (_, bytes, _) = State::open(&d, "A").unwrap();
-        assert_eq!(all(&bytes).0, [update(1, A), update(2, B)]);
+        let (state, damage) = State::open(&d, "A").unwrap();
+        assert_eq!(
+            all(&contents(&state, &damage)).0,
+            [update(1, A), update(2, B)]
+        );
         assert!(!d.join("A.state.tmp").exists());
         let _ = std::fs::remove_dir_all(&d);
     }
