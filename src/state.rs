@@ -114,16 +114,23 @@ pub fn parse<'a>(bytes: &'a [u8], mut visit: impl FnMut(Record<'a>)) -> Damage {
     damage
 }
 
+/// `s` split at its first space (found by `memchr`: `str::split_once` searching for a
+/// `char` was 5 % of a 1M-record load's profile).
+fn split_space(s: &str) -> Option<(&str, &str)> {
+    let i = memchr::memchr(b' ', s.as_bytes())?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
 fn parse_record(rec: &[u8]) -> Option<Record<'_>> {
     let text = std::str::from_utf8(rec).ok()?;
-    let (crc, body) = text.split_once(' ')?;
+    let (crc, body) = split_space(text)?;
     if crc.len() != 8 || u32::from_str_radix(crc, 16).ok()? != crc32fast::hash(body.as_bytes()) {
         return None;
     }
-    let (kind, rest) = body.split_once(' ')?;
+    let (kind, rest) = split_space(body)?;
     match kind {
         "U" => {
-            let (offset, line) = rest.split_once(' ')?;
+            let (offset, line) = split_space(rest)?;
             line.starts_with("AT ").then_some(())?;
             Some(Record::Update {
                 offset: offset.parse().ok()?,
