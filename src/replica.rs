@@ -258,16 +258,16 @@ impl Replica {
             let (mut file, damage) = State::open(dir, name)
                 .map_err(|e| format!("cannot open the state file in {}: {e}", dir.display()))?;
             let mut max_offset = 0;
-            let store = &mut inner.store;
-            store.reserve(damage.valid / 100);
-            let hasher = store.hasher().clone();
+            let hasher = inner.store.hasher().clone();
+            let mut loader = inner.store.loader(damage.valid / 100);
             let loaded = load(&file, damage.valid, &hasher, |updates| {
                 for update in updates {
                     max_offset = max_offset.max(update.seq());
-                    store.insert_stored(update);
+                    loader.push(update);
                 }
             })
             .map_err(|e| format!("cannot read the state file in {}: {e}", dir.display()))?;
+            loader.finish();
             let records = loaded.records;
             file.set_records(loaded.lines as u64);
             history = loaded.history;

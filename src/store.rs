@@ -198,58 +198,22 @@ impl Store {
         seq: u64,
         from: Origin,
     ) -> Option<u32> {
-        let (time_ns, server) = (report.time_ns, report.server);
-        let newer = |line: &str, old: &Entry| {
-            let key = (time_ns, &line[server.0..server.1]);
-            order_key(&old.line).is_none_or(|old| key > old)
-        };
         let client = report.client;
         // Lines are bounded by MAX_AT_LINE (< u16::MAX), so both fit.
         let range = (client.0 as u16, (client.1 - client.0) as u16);
-        self.put(report.line, range, hash, seq, from, newer)
-    }
-
-    /// Stores an update read back from a state file (origin 0) if it is newer than what
-    /// is held for its client; returns its slot if it was stored. Its order key is read
-    /// from the line only when its client is already held (a file written since the
-    /// last compaction can hold a client twice).
-    pub(crate) fn insert_stored(&mut self, stored: Stored) -> Option<u32> {
-        let Stored {
-            line,
-            seq,
-            client,
-            hash,
-        } = stored;
-        let newer = |line: &str, old: &Entry| match (order_key(line), order_key(&old.line)) {
-            (Some(new), Some(old)) => new > old,
-            (new, _) => new.is_some(),
-        };
-        self.put(line, client, hash, seq, 0, newer)
-    }
-
-    /// Puts `line` (client ID at `client`, hashed to `hash`) in the slot of its client,
-    /// or a new one, unless the client is held and `newer` says the held entry stays.
-    fn put(
-        &mut self,
-        line: Arc<str>,
-        client: (u16, u16),
-        hash: ClientHash,
-        seq: u64,
-        from: Origin,
-        newer: impl FnOnce(&str, &Entry) -> bool,
-    ) -> Option<u32> {
-        let id = &line[client.0 as usize..(client.0 + client.1) as usize];
         let entries = &mut self.entries;
         let next = u32::try_from(entries.len()).ok()?;
         let found = self.index.entry(
             wide(hash),
-            |&(slot, h)| h == hash && entries[slot as usize].client() == id,
+            |&(slot, h)| h == hash && entries[slot as usize].client() == report.client(),
             |&(_, h)| wide(h),
         );
         let slot = match found {
             hashbrown::hash_table::Entry::Occupied(found) => {
                 let slot = found.get().0;
-                if !newer(&line, &entries[slot as usize]) {
+                let old = &entries[slot as usize];
+                if order_key(&old.line).is_some_and(|old| (report.time_ns, report.server()) <= old)
+                {
                     return None;
                 }
                 slot
@@ -260,9 +224,9 @@ impl Store {
             }
         };
         let entry = Entry {
-            line,
+            line: report.line,
             seq,
-            client,
+            client: range,
             from,
         };
         match entries.get_mut(slot as usize) {
@@ -270,6 +234,24 @@ impl Store {
             None => entries.push(entry),
         }
         Some(slot)
+    }
+
+    /// Loads clients in bulk into this (empty) store: for a state file read at start.
+    /// `expected`: about how many clients are coming.
+    pub(crate) fn loader(&mut self, expected: usize) -> Loader<'_> {
+        self.entries.reserve(expected);
+        self.index.reserve(expected, |&(_, h)| wide(h));
+        // The index's buckets, a power of two (hashbrown keeps capacity at 7/8 of
+        // them), and the shift that takes a bucket to its part.
+        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two().max(1);
+        let bits = buckets.trailing_zeros();
+        let part_bits = bits.min(LOAD_PART_BITS);
+        Loader {
+            parts: vec![Vec::new(); 1 << part_bits],
+            mask: buckets as u64 - 1,
+            shift: bits - part_bits,
+            store: self,
+        }
     }
 
     /// The stored AT line for `client`.
@@ -302,11 +284,89 @@ impl Store {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
 
-    /// Makes room for `more` clients at once (a state file being loaded).
-    pub(crate) fn reserve(&mut self, more: usize) {
-        self.entries.reserve(more);
-        self.index.reserve(more, |&(_, h)| wide(h));
+/// Parts the index is built in by a [`Loader`] (as a power of two): each covers a
+/// 256th of the index's buckets, small enough to stay in a core's cache.
+const LOAD_PART_BITS: u32 = 8;
+
+/// Clients loaded in bulk ([`Store::loader`]). Their entries are pushed as they
+/// come; the index is built at the end (`finish`), part by part in bucket order, so
+/// that it is written in place, not probed at random: probing 1M clients into it one by
+/// one took 200-300 ms of a 1M-record load (BENCHMARKS.md). A client found twice (a
+/// file written since its last compaction) keeps its newer entry.
+pub(crate) struct Loader<'a> {
+    store: &'a mut Store,
+    /// `(slot, hash)` of each entry pushed, by the part of the index its bucket is in.
+    parts: Vec<Vec<(u32, ClientHash)>>,
+    /// The index's bucket mask, and the shift from a bucket to its part.
+    mask: u64,
+    shift: u32,
+}
+
+impl Loader<'_> {
+    /// Adds `stored` to the store; its client may be in it already.
+    pub(crate) fn push(&mut self, stored: Stored) {
+        let entries = &mut self.store.entries;
+        let Ok(slot) = u32::try_from(entries.len()) else {
+            return;
+        };
+        let part = ((wide(stored.hash) & self.mask) >> self.shift) as usize;
+        if let Some(part) = self.parts.get_mut(part) {
+            part.push((slot, stored.hash));
+        }
+        entries.push(Entry {
+            line: stored.line,
+            seq: stored.seq,
+            client: stored.client,
+            from: 0,
+        });
+    }
+
+    /// Builds the index and drops the older entry of each client pushed twice.
+    pub(crate) fn finish(self) {
+        let Store {
+            entries,
+            index,
+            hasher,
+        } = self.store;
+        let mut dropped = Vec::new();
+        for (slot, hash) in self.parts.into_iter().flatten() {
+            let found = index.entry(
+                wide(hash),
+                |&(held, h)| {
+                    h == hash && entries[held as usize].client() == entries[slot as usize].client()
+                },
+                |&(_, h)| wide(h),
+            );
+            match found {
+                hashbrown::hash_table::Entry::Occupied(mut held) => {
+                    let old = held.get().0;
+                    let key = |slot: u32| order_key(&entries[slot as usize].line);
+                    if key(slot) > key(old) {
+                        held.get_mut().0 = slot;
+                        dropped.push(old);
+                    } else {
+                        dropped.push(slot);
+                    }
+                }
+                hashbrown::hash_table::Entry::Vacant(vacant) => {
+                    vacant.insert((slot, hash));
+                }
+            }
+        }
+        // Highest first, so the last entry, moved into a dropped slot, is always live.
+        dropped.sort_unstable();
+        for &slot in dropped.iter().rev() {
+            let last = entries.len() as u32 - 1;
+            if slot != last {
+                let hash = hasher.hash(entries[last as usize].client());
+                if let Some(held) = index.find_mut(wide(hash), |&(held, _)| held == last) {
+                    held.0 = slot;
+                }
+            }
+            entries.swap_remove(slot as usize);
+        }
     }
 }
 
@@ -353,6 +413,44 @@ mod tests {
             report("AT Alpha +0.000000001 kiwi +1+1 100").server(),
             "Alpha"
         );
+    }
+
+    #[test]
+    fn a_bulk_load_keeps_the_newer_entry_of_a_client_found_twice() {
+        let mut store = Store::new();
+        let hasher = store.hasher().clone();
+        let line = |i: u32, t: u32| format!("AT A +0.000000001 c{i} +1+1 {t}");
+        let stored = |i, t| Stored::from_line(&line(i, t), u64::from(t), &hasher).unwrap();
+        let mut loader = store.loader(1000);
+        for i in 0..3000 {
+            // Every third client twice: the newer first for some, last for others.
+            match i % 6 {
+                0 => {
+                    loader.push(stored(i, 5));
+                    loader.push(stored(i, 2));
+                }
+                3 => {
+                    loader.push(stored(i, 2));
+                    loader.push(stored(i, 5));
+                }
+                _ => loader.push(stored(i, 1)),
+            }
+        }
+        loader.finish();
+        assert_eq!(store.len(), 3000);
+        for i in 0..3000 {
+            let t = if i % 3 == 0 { 5 } else { 1 };
+            assert_eq!(
+                store.get(&format!("c{i}")).as_deref(),
+                Some(line(i, t).as_str())
+            );
+        }
+        // The index and the slab agree: an update after the load replaces in place.
+        let slot = store.update(report(&line(7, 9)), 10, 0).unwrap();
+        assert_eq!(store.entry(slot).line.as_ref(), line(7, 9));
+        assert_eq!(store.len(), 3000);
+        let every: std::collections::HashSet<_> = store.lines().into_iter().collect();
+        assert_eq!(every.len(), 3000);
     }
 
     #[test]
