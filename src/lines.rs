@@ -28,6 +28,8 @@ pub struct LineReader {
     buf: Vec<u8>,
     /// Longest line, terminator included: `MAX_LINE` for clients.
     limit: usize,
+    /// Largest the buffer grows for a busy sender: `limit`, or more (`with_buffer`).
+    capacity: usize,
     /// After a line too long: discarding bytes up to the next newline.
     skipping: bool,
     start: usize,
@@ -56,8 +58,10 @@ impl LineReader {
 
     /// An empty reader for lines of at most `limit` bytes, terminator included.
     pub fn with_limit(limit: usize) -> LineReader {
+        let limit = limit.max(INITIAL_BUFFER);
         LineReader {
-            limit: limit.max(INITIAL_BUFFER),
+            limit,
+            capacity: limit,
             skipping: false,
             buf: Vec::new(),
             start: 0,
@@ -67,6 +71,14 @@ impl LineReader {
             last_space: 0,
             eof: false,
         }
+    }
+
+    /// The same reader, its buffer allowed to grow to `capacity` bytes (at least the
+    /// line limit) while the sender keeps it full, so that a busy peer's lines come in
+    /// batches of many lines a read; lines are bounded by the limit as before.
+    pub fn with_buffer(mut self, capacity: usize) -> LineReader {
+        self.capacity = capacity.max(self.limit);
+        self
     }
 
     /// True when no bytes of a line are waiting.
@@ -97,9 +109,9 @@ impl LineReader {
         }
         let full = self.end == self.buf.len();
         let busy = self.last_read > 0 && self.last_read == self.last_space;
-        if (full || busy) && self.buf.len() < self.limit {
+        if (full && self.buf.len() < self.limit) || (busy && self.buf.len() < self.capacity) {
             // A line needs more room, or the peer keeps the buffer full: double it.
-            let grown = (self.buf.len() * 2).min(self.limit);
+            let grown = (self.buf.len() * 2).min(self.capacity);
             self.buf.resize(grown, 0);
         } else if self.end == 0
             && self.buf.len() > INITIAL_BUFFER
@@ -135,7 +147,7 @@ impl LineReader {
             }
         }
         let pending = &self.buf[self.start + self.scanned..self.end];
-        match pending.iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', pending) {
             Some(i) => {
                 let line_end = self.start + self.scanned + i;
                 let line = &self.buf[self.start..line_end];
@@ -210,6 +222,38 @@ mod tests {
             while reader.next_line().is_some() {}
             reader.fill(&mut quiet).await.unwrap();
             assert_eq!(reader.buf.len(), INITIAL_BUFFER);
+        });
+    }
+
+    #[test]
+    fn a_reader_with_a_bigger_buffer_grows_to_it_and_still_bounds_lines() {
+        smol::block_on(async {
+            let mut reader = LineReader::new().with_buffer(4 * MAX_LINE);
+            let burst = "IAMAT a +1-2 3\n".repeat(10_000);
+            let mut src = burst.as_bytes();
+            let mut lines = 0;
+            while reader.fill(&mut src).await.unwrap() > 0 {
+                assert!(reader.buf.len() <= 4 * MAX_LINE);
+                while reader.next_line().is_some() {
+                    lines += 1;
+                }
+            }
+            assert_eq!((lines, reader.buf.len()), (10_000, 4 * MAX_LINE));
+            // A line longer than the limit is too long in a buffer that could hold it.
+            let mut reader = LineReader::new().with_buffer(4 * MAX_LINE);
+            let mut input = vec![b'y'; MAX_LINE + 10];
+            input.extend_from_slice(b"\nnext\n");
+            let mut src = &input[..];
+            let mut got = Vec::new();
+            while reader.fill(&mut src).await.unwrap() > 0 {
+                while let Some(line) = reader.next_line() {
+                    got.push(match line {
+                        Line::Full(l) => String::from_utf8_lossy(l).into_owned(),
+                        Line::TooLong(l) => format!("TOO LONG {}", l.len()),
+                    });
+                }
+            }
+            assert_eq!(got, [format!("TOO LONG {MAX_LINE}"), "next".into()]);
         });
     }
 

@@ -34,6 +34,13 @@ use std::time::{Duration, Instant};
 /// (`MAX_AT_LINE`), so everything one server acknowledges its peers accept.
 pub const MAX_PEER_LINE: usize = MAX_AT_LINE + 1;
 
+/// Largest a link's read buffer grows while its peer keeps it full (a resync, a burst
+/// of updates), so that one batch (log, decide, persist, flood) takes about 600 lines,
+/// not the 80 that `MAX_PEER_LINE` holds: a full resync of 1M clients woke the disk and
+/// log threads 25,000 times (BENCHMARKS.md). It shrinks back when the link is quiet;
+/// six links hold at most 384 KiB.
+pub const PEER_READ_BUFFER: usize = 64 * 1024;
+
 /// How long dialing a peer may take: on a LAN or loopback a connect completes in
 /// milliseconds, so 2 s means the peer (or the path to it) is down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -334,7 +341,7 @@ async fn dial(bus: &Bus, i: usize) -> Result<Conn, String> {
         nonce: &nonce_d,
     };
     send(&mut stream, &hello, &bus.log, &who).await?;
-    let mut reader = LineReader::with_limit(MAX_PEER_LINE);
+    let mut reader = LineReader::with_limit(MAX_PEER_LINE).with_buffer(PEER_READ_BUFFER);
     let answer = read_line(&mut stream, &mut reader).await?;
     let Some(Message::Welcome {
         acceptor,
@@ -395,7 +402,7 @@ pub(crate) async fn accept(bus: &Arc<Bus>, stream: TcpStream, who: String, alive
 /// the connection was a status query or was refused (both logged).
 async fn handshake_in(bus: &Arc<Bus>, mut stream: TcpStream, who: String) -> Option<(usize, Conn)> {
     let _ = stream.set_nodelay(true);
-    let mut reader = LineReader::with_limit(MAX_PEER_LINE);
+    let mut reader = LineReader::with_limit(MAX_PEER_LINE).with_buffer(PEER_READ_BUFFER);
     let first = match read_line(&mut stream, &mut reader).await {
         Ok(line) => line,
         Err(e) => {
