@@ -216,6 +216,12 @@ impl Entry {
         self.text.push(b' ');
         let mut shown = &text[..text.len().min(MAX_LOGGED_LINE)];
         let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'\\';
+        // Nearly every line is plain: one pass with no early exit (checked many bytes
+        // at a time) lets it be copied whole.
+        if shown.iter().fold(true, |all, b| all & plain(b)) {
+            self.text.extend_from_slice(shown);
+            shown = &[];
+        }
         while !shown.is_empty() {
             // Copy printable runs whole; escape the bytes between them.
             let run = shown.iter().position(|b| !plain(b)).unwrap_or(shown.len());
