@@ -81,6 +81,12 @@ impl LineReader {
         self
     }
 
+    /// The size of the buffer now, in bytes.
+    #[cfg(test)]
+    pub(crate) fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// True when no bytes of a line are waiting.
     pub fn is_idle(&self) -> bool {
         self.start == self.end

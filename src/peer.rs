@@ -41,6 +41,12 @@ pub const MAX_PEER_LINE: usize = MAX_AT_LINE + 1;
 /// six links hold at most 384 KiB.
 pub const PEER_READ_BUFFER: usize = 64 * 1024;
 
+/// The line reader of a link: lines up to `MAX_PEER_LINE`, a buffer up to
+/// `PEER_READ_BUFFER`.
+fn link_reader() -> LineReader {
+    LineReader::with_limit(MAX_PEER_LINE).with_buffer(PEER_READ_BUFFER)
+}
+
 /// How long dialing a peer may take: on a LAN or loopback a connect completes in
 /// milliseconds, so 2 s means the peer (or the path to it) is down.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -341,7 +347,7 @@ async fn dial(bus: &Bus, i: usize) -> Result<Conn, String> {
         nonce: &nonce_d,
     };
     send(&mut stream, &hello, &bus.log, &who).await?;
-    let mut reader = LineReader::with_limit(MAX_PEER_LINE).with_buffer(PEER_READ_BUFFER);
+    let mut reader = link_reader();
     let answer = read_line(&mut stream, &mut reader).await?;
     let Some(Message::Welcome {
         acceptor,
@@ -402,7 +408,7 @@ pub(crate) async fn accept(bus: &Arc<Bus>, stream: TcpStream, who: String, alive
 /// the connection was a status query or was refused (both logged).
 async fn handshake_in(bus: &Arc<Bus>, mut stream: TcpStream, who: String) -> Option<(usize, Conn)> {
     let _ = stream.set_nodelay(true);
-    let mut reader = LineReader::with_limit(MAX_PEER_LINE).with_buffer(PEER_READ_BUFFER);
+    let mut reader = link_reader();
     let first = match read_line(&mut stream, &mut reader).await {
         Ok(line) => line,
         Err(e) => {
@@ -924,5 +930,29 @@ impl batch::Handler for LinkLines<'_> {
 
     async fn stopped(&mut self) -> String {
         "stopped".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_reader_grows_to_peer_read_buffer_for_a_burst_and_no_further() {
+        smol::block_on(async {
+            let mut reader = link_reader();
+            let line = "AT Riley +0.000000001 kiwi +34.068930-118.445127 1621464827.959498503\n";
+            let burst = line.repeat(3 * PEER_READ_BUFFER / line.len());
+            let mut src = burst.as_bytes();
+            let (mut lines, mut largest) = (0, 0);
+            while reader.fill(&mut src).await.unwrap() > 0 {
+                largest = largest.max(reader.buffer_len());
+                while reader.next_line().is_some() {
+                    lines += 1;
+                }
+            }
+            assert_eq!(lines, 3 * PEER_READ_BUFFER / line.len());
+            assert_eq!(largest, PEER_READ_BUFFER);
+        });
     }
 }
