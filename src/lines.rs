@@ -1,5 +1,6 @@
 //! Reading lines from a socket into a small buffer that grows only while a line needs
-//! it, up to `MAX_LINE`; the same reader serves client and peer connections.
+//! it, up to the line limit (`MAX_LINE` for clients), or while a busy peer keeps it full
+//! (`with_buffer`); the same reader serves client and peer connections.
 
 use futures_lite::{AsyncRead, AsyncReadExt};
 use std::io;
@@ -18,11 +19,13 @@ pub const INITIAL_BUFFER: usize = 512;
 pub enum Line<'a> {
     /// A whole line, without `\n` (a last line cut short by EOF counts too).
     Full(&'a [u8]),
-    /// `MAX_LINE` bytes arrived without a newline; these are the first of them.
+    /// The line limit's worth of bytes arrived without a newline; these are the first of
+    /// them (the rest of the line is skipped).
     TooLong(&'a [u8]),
 }
 
-/// A line reader over a buffer that holds at most `limit` bytes.
+/// A line reader for lines of at most `limit` bytes, over a buffer that holds at most
+/// `capacity` bytes (`limit` unless `with_buffer` says more).
 #[derive(Debug)]
 pub struct LineReader {
     buf: Vec<u8>,
@@ -152,10 +155,13 @@ impl LineReader {
                 }
             }
         }
-        let pending = &self.buf[self.start + self.scanned..self.end];
-        match memchr::memchr(b'\n', pending) {
+        // A newline counts only within the limit: a buffer bigger than the limit
+        // (`with_buffer`) may already hold the end of a line too long.
+        let window_end = self.end.min(self.start + self.limit);
+        let from = (self.start + self.scanned).min(window_end);
+        match memchr::memchr(b'\n', &self.buf[from..window_end]) {
             Some(i) => {
-                let line_end = self.start + self.scanned + i;
+                let line_end = from + i;
                 let line = &self.buf[self.start..line_end];
                 self.start = line_end + 1;
                 self.scanned = 0;
@@ -163,7 +169,8 @@ impl LineReader {
             }
             None if self.end - self.start >= self.limit => {
                 let line = &self.buf[self.start..self.start + self.limit];
-                self.start = self.end;
+                // The rest of the line, up to its newline, is skipped (it may be here).
+                self.start += self.limit;
                 self.scanned = 0;
                 self.skipping = true;
                 Some(Line::TooLong(line))
@@ -175,7 +182,7 @@ impl LineReader {
                 Some(Line::Full(line))
             }
             None => {
-                self.scanned = self.end - self.start;
+                self.scanned = window_end - self.start;
                 None
             }
         }
@@ -245,10 +252,17 @@ mod tests {
                 }
             }
             assert_eq!((lines, reader.buf.len()), (10_000, 4 * MAX_LINE));
-            // A line longer than the limit is too long in a buffer that could hold it.
-            let mut reader = LineReader::new().with_buffer(4 * MAX_LINE);
-            let mut input = vec![b'y'; MAX_LINE + 10];
+            // A line longer than the limit is too long in a buffer that holds it whole:
+            // the buffer is grown by a burst first, and the limit is not a power of two
+            // (the buffer doubles past it).
+            let limit = MAX_LINE + 129;
+            let mut reader = LineReader::with_limit(limit).with_buffer(4 * MAX_LINE);
+            let burst = "IAMAT a +1-2 3\n".repeat(5_000);
+            let mut input = burst.clone().into_bytes();
+            input.extend(vec![b'y'; limit]);
             input.extend_from_slice(b"\nnext\n");
+            input.extend(vec![b'z'; limit - 1]);
+            input.extend_from_slice(b"\n");
             let mut src = &input[..];
             let mut got = Vec::new();
             while reader.fill(&mut src).await.unwrap() > 0 {
@@ -259,7 +273,15 @@ mod tests {
                     });
                 }
             }
-            assert_eq!(got, [format!("TOO LONG {MAX_LINE}"), "next".into()]);
+            let got: Vec<String> = got
+                .into_iter()
+                .filter(|l| !l.starts_with("IAMAT"))
+                .collect();
+            let longest_ok = "z".repeat(limit - 1);
+            assert_eq!(
+                got,
+                [format!("TOO LONG {limit}"), "next".into(), longest_ok]
+            );
         });
     }
 

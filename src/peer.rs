@@ -36,9 +36,10 @@ pub const MAX_PEER_LINE: usize = MAX_AT_LINE + 1;
 
 /// Largest a link's read buffer grows while its peer keeps it full (a resync, a burst
 /// of updates), so that one batch (log, decide, persist, flood) takes about 600 lines,
-/// not the 80 that `MAX_PEER_LINE` holds: a full resync of 1M clients woke the disk and
-/// log threads 25,000 times (BENCHMARKS.md). It shrinks back when the link is quiet;
-/// six links hold at most 384 KiB.
+/// not the 80 that `MAX_PEER_LINE` holds: a full resync of 1M clients ran as 12,500
+/// batches, each waking the disk and log threads (BENCHMARKS.md). It shrinks back when
+/// the link is quiet:
+/// 64 KiB a busy link (a server of the classic herd has two or three).
 pub const PEER_READ_BUFFER: usize = 64 * 1024;
 
 /// The line reader of a link: lines up to `MAX_PEER_LINE`, a buffer up to
@@ -943,16 +944,31 @@ mod tests {
             let mut reader = link_reader();
             let line = "AT Riley +0.000000001 kiwi +34.068930-118.445127 1621464827.959498503\n";
             let burst = line.repeat(3 * PEER_READ_BUFFER / line.len());
-            let mut src = burst.as_bytes();
-            let (mut lines, mut largest) = (0, 0);
+            // Then, in a buffer grown past MAX_PEER_LINE, a line one byte too long
+            // (terminator included) and the longest that fits.
+            let mut input = burst.into_bytes();
+            input.extend(vec![b'y'; MAX_PEER_LINE]);
+            input.push(b'\n');
+            input.extend(vec![b'z'; MAX_PEER_LINE - 1]);
+            input.push(b'\n');
+            let mut src = &input[..];
+            let (mut lines, mut largest, mut last) = (0, 0, Vec::new());
             while reader.fill(&mut src).await.unwrap() > 0 {
                 largest = largest.max(reader.buffer_len());
-                while reader.next_line().is_some() {
+                while let Some(got) = reader.next_line() {
                     lines += 1;
+                    last.push(match got {
+                        Line::Full(l) => (true, l.len()),
+                        Line::TooLong(l) => (false, l.len()),
+                    });
                 }
             }
-            assert_eq!(lines, 3 * PEER_READ_BUFFER / line.len());
+            assert_eq!(lines, 3 * PEER_READ_BUFFER / line.len() + 2);
             assert_eq!(largest, PEER_READ_BUFFER);
+            assert_eq!(
+                last[last.len() - 2..],
+                [(false, MAX_PEER_LINE), (true, MAX_PEER_LINE - 1)]
+            );
         });
     }
 }

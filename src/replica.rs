@@ -779,6 +779,10 @@ fn chunk_bounds(file: &State, len: usize) -> std::io::Result<Vec<(usize, usize)>
         let mut at = end - 1;
         while end < len {
             let n = window.len().min(len - at);
+            if n == 0 {
+                // `len` ends a record, so only a file changed under us gets here.
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             file.read_at(&mut window[..n], at as u64)?;
             if let Some(i) = memchr::memchr(b'\n', &window[..n]) {
                 end = at + i + 1;

@@ -311,10 +311,10 @@ impl Loader<'_> {
         let Ok(slot) = u32::try_from(entries.len()) else {
             return;
         };
-        let part = ((wide(stored.hash) & self.mask) >> self.shift) as usize;
-        if let Some(part) = self.parts.get_mut(part) {
-            part.push((slot, stored.hash));
-        }
+        // Within the parts by construction; `min` keeps it so without a panic path.
+        let part =
+            (((wide(stored.hash) & self.mask) >> self.shift) as usize).min(self.parts.len() - 1);
+        self.parts[part].push((slot, stored.hash));
         entries.push(Entry {
             line: stored.line,
             seq: stored.seq,
@@ -342,7 +342,12 @@ impl Loader<'_> {
             match found {
                 hashbrown::hash_table::Entry::Occupied(mut held) => {
                     let old = held.get().0;
-                    let key = |slot: u32| order_key(&entries[slot as usize].line);
+                    // The newer wins; the same update twice (equal keys) keeps its
+                    // higher offset, whichever chunk was stored first.
+                    let key = |slot: u32| {
+                        let entry = &entries[slot as usize];
+                        (order_key(&entry.line), entry.seq)
+                    };
                     if key(slot) > key(old) {
                         held.get_mut().0 = slot;
                         dropped.push(old);
