@@ -293,7 +293,7 @@ const LOAD_PART_BITS: u32 = 8;
 /// Clients loaded in bulk ([`Store::loader`]). Their entries are pushed as they
 /// come; the index is built at the end (`finish`), part by part in bucket order, so
 /// that it is written in place, not probed at random: probing 1M clients into it one by
-/// one took 200-300 ms of a 1M-record load (BENCHMARKS.md). A client found twice (a
+/// one took 240-320 ms of CPU in a 1M-record load (BENCHMARKS.md). A client found twice (a
 /// file written since its last compaction) keeps its newer entry.
 pub(crate) struct Loader<'a> {
     store: &'a mut Store,
