@@ -610,6 +610,8 @@ async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
     };
     bus.log
         .event("link-up", &who, &format!("{addr}; {how}{sealed}"));
+    // The connect and handshake timeouts are done with: no wake-up at their deadlines.
+    smol::spawn(crate::shutdown::forget_dropped_timers()).detach();
     if let Err(e) = keepalive(&conn.stream) {
         bus.log
             .event("link-info", &who, &format!("cannot set keepalive: {e}"));

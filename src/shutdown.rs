@@ -69,3 +69,17 @@ pub(crate) async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) ->
     })
     .await
 }
+
+/// How far ahead `forget_dropped_timers` sets its own timer.
+const NUDGE: Duration = Duration::from_micros(50);
+
+/// Makes the reactor forget the timers dropped before they fired (every `timeout` whose
+/// future finished first). async-io deregisters a dropped timer without waking the
+/// reactor, which, if it is waiting with that deadline, then wakes once at it for
+/// nothing: in a fresh herd, the connect and handshake timeouts of every link woke the
+/// servers 2-5 s after start (issue 10: an idle herd wakes 0 times). Registering a timer
+/// wakes the reactor, which drops them, and sleeps again until this one fires
+/// (`NUDGE` later); then it waits for I/O alone.
+pub(crate) async fn forget_dropped_timers() {
+    Timer::after(NUDGE).await;
+}
