@@ -23,6 +23,10 @@ pub(crate) trait Handler {
     /// batch is finished.
     async fn line(&mut self, line: Line<'_>, batch: &mut Batch, entry: &mut Entry) -> bool;
 
+    /// Runs after the batch's last line, before it is committed (a handler that holds
+    /// back decisions makes them here).
+    fn before_commit(&mut self, _batch: &mut Batch) {}
+
     /// Runs after the batch is committed; an error ends the connection with it.
     async fn finish(&mut self) -> Result<(), String>;
 
@@ -66,6 +70,7 @@ pub(crate) async fn run<R: AsyncRead + Unpin, H: Handler>(
                 break;
             }
         }
+        handler.before_commit(&mut batch);
         replica.commit(&mut batch).await;
         let finished = handler.finish().await;
         log.send(entry);

@@ -851,6 +851,7 @@ async fn read_loop(
         who: &who,
         covers: Vec::new(),
         later,
+        pending: Vec::new(),
     };
     batch::run(
         &mut input,
@@ -873,6 +874,20 @@ struct LinkLines<'a> {
     covers: Vec<(String, Cursor)>,
     /// Where a `HERD-RESYNC` that comes after `HERD-RESYNC-LATER` goes: the writer.
     later: async_channel::Sender<Option<Cursor>>,
+    /// Updates read but not yet decided: decided together (`Replica::decide_all`)
+    /// before any other message and before the batch is committed.
+    pending: Vec<Report>,
+}
+
+impl LinkLines<'_> {
+    /// Decides the updates read so far, in the order they came.
+    fn decide_pending(&mut self, batch: &mut Batch) {
+        if !self.pending.is_empty() {
+            self.bus
+                .replica
+                .decide_all(&mut self.pending, origin(self.i), batch);
+        }
+    }
 }
 
 impl batch::Handler for LinkLines<'_> {
@@ -892,11 +907,14 @@ impl batch::Handler for LinkLines<'_> {
                 return true;
             }
         };
-        match Message::parse(line) {
+        let message = Message::parse(line);
+        if !matches!(message, Some(Message::Update(_))) {
+            // Every other message comes after the updates before it.
+            self.decide_pending(batch);
+        }
+        match message {
             Some(Message::Update(text)) => match Report::from_line(text) {
-                Some(report) => {
-                    bus.replica.decide(report, origin(self.i), batch);
-                }
+                Some(report) => self.pending.push(report),
                 None => entry.line("dropped", who, b"not a valid AT line"),
             },
             Some(Message::Offset(cursor)) => {
@@ -925,6 +943,10 @@ impl batch::Handler for LinkLines<'_> {
             _ => entry.line("dropped", who, b"not a bus message"),
         }
         true
+    }
+
+    fn before_commit(&mut self, batch: &mut Batch) {
+        self.decide_pending(batch);
     }
 
     async fn finish(&mut self) -> Result<(), String> {

@@ -176,6 +176,13 @@ impl Store {
             .map(|&(slot, _)| slot)
     }
 
+    /// Reads the part of the index where a client of hash `hash` would be, and nothing
+    /// else, so that a probe for it soon after finds that part in cache; true if a
+    /// client of that hash is held.
+    pub(crate) fn touch(&self, hash: ClientHash) -> bool {
+        self.index.find(wide(hash), |&(_, h)| h == hash).is_some()
+    }
+
     /// The hasher of this store's index.
     pub fn hasher(&self) -> &ClientHasher {
         &self.hasher
