@@ -1,8 +1,9 @@
 //! The one loop every connection that carries updates runs, clients and peer links
 //! alike: read what has arrived; log each line; let the connection's handler decide on
-//! it; make the batch's updates durable and flood them (`Replica::commit`); then let the
-//! handler finish the batch (a client's replies go out last, so a client that does not
-//! read never holds up its own updates). Written once so both keep the same order.
+//! it (a link decides its updates together, in order, before the commit); make the
+//! batch's updates durable and flood them (`Replica::commit`); then let the handler
+//! finish the batch (a client's replies go out last, so a client that does not read
+//! never holds up its own updates). Written once so both keep the same order.
 
 use crate::lines::{Line, LineReader};
 use crate::log::{Entry, Logger};
