@@ -55,6 +55,12 @@ impl Report {
         &self.line[self.client.0..self.client.1]
     }
 
+    /// Where the client ID starts in the line, and its length, as an [`Entry`] keeps it
+    /// (lines are bounded by `MAX_AT_LINE`, below `u16::MAX`, so both fit).
+    fn client_span(&self) -> (u16, u16) {
+        (self.client.0 as u16, (self.client.1 - self.client.0) as u16)
+    }
+
     /// True when `self` should replace `old`: a later client time, or the same time from
     /// a server whose name sorts later (so every server breaks ties the same way). A
     /// report equal in both never replaces the stored one.
@@ -76,19 +82,15 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    /// Checks `line` as [`Report::from_line`] does and hashes its client ID with
+    /// Checks `line` with [`Report::from_line`] and hashes its client ID with
     /// `hasher`; `None` if it is not a valid AT line. `seq` is its offset.
     pub(crate) fn from_line(line: &str, seq: u64, hasher: &ClientHasher) -> Option<Stored> {
-        if line.len() > protocol::MAX_AT_LINE {
-            return None;
-        }
-        let client = protocol::check_at(line)?.client;
-        let start = client.as_ptr() as usize - line.as_ptr() as usize;
+        let report = Report::from_line(line)?;
         Some(Stored {
-            hash: hasher.hash(client),
-            client: (start as u16, client.len() as u16),
+            hash: hasher.hash(report.client()),
+            client: report.client_span(),
             seq,
-            line: line.into(),
+            line: report.line,
         })
     }
 
@@ -205,9 +207,7 @@ impl Store {
         seq: u64,
         from: Origin,
     ) -> Option<u32> {
-        let client = report.client;
-        // Lines are bounded by MAX_AT_LINE (< u16::MAX), so both fit.
-        let range = (client.0 as u16, (client.1 - client.0) as u16);
+        let range = report.client_span();
         let entries = &mut self.entries;
         let next = u32::try_from(entries.len()).ok()?;
         let found = self.index.entry(
