@@ -194,9 +194,13 @@ mod tests {
     use super::*;
 
     fn read_all(input: &[u8]) -> Vec<String> {
+        read_all_with(&mut LineReader::new(), input)
+    }
+
+    /// Every line `reader` gives for `input`, a line too long as `TOO LONG <bytes>`.
+    fn read_all_with(reader: &mut LineReader, input: &[u8]) -> Vec<String> {
         smol::block_on(async {
             let mut src = input;
-            let mut reader = LineReader::new();
             let mut lines = Vec::new();
             loop {
                 let n = reader.fill(&mut src).await.unwrap();
@@ -252,37 +256,26 @@ mod tests {
                 }
             }
             assert_eq!((lines, reader.buf.len()), (10_000, 4 * MAX_LINE));
-            // A line longer than the limit is too long in a buffer that holds it whole:
-            // the buffer is grown by a burst first, and the limit is not a power of two
-            // (the buffer doubles past it).
-            let limit = MAX_LINE + 129;
-            let mut reader = LineReader::with_limit(limit).with_buffer(4 * MAX_LINE);
-            let burst = "IAMAT a +1-2 3\n".repeat(5_000);
-            let mut input = burst.clone().into_bytes();
-            input.extend(vec![b'y'; limit]);
-            input.extend_from_slice(b"\nnext\n");
-            input.extend(vec![b'z'; limit - 1]);
-            input.extend_from_slice(b"\n");
-            let mut src = &input[..];
-            let mut got = Vec::new();
-            while reader.fill(&mut src).await.unwrap() > 0 {
-                while let Some(line) = reader.next_line() {
-                    got.push(match line {
-                        Line::Full(l) => String::from_utf8_lossy(l).into_owned(),
-                        Line::TooLong(l) => format!("TOO LONG {}", l.len()),
-                    });
-                }
-            }
-            let got: Vec<String> = got
-                .into_iter()
-                .filter(|l| !l.starts_with("IAMAT"))
-                .collect();
-            let longest_ok = "z".repeat(limit - 1);
-            assert_eq!(
-                got,
-                [format!("TOO LONG {limit}"), "next".into(), longest_ok]
-            );
         });
+        // A line longer than the limit is too long in a buffer that holds it whole:
+        // the buffer is grown by a burst first, and the limit is not a power of two
+        // (the buffer doubles past it).
+        let limit = MAX_LINE + 129;
+        let mut reader = LineReader::with_limit(limit).with_buffer(4 * MAX_LINE);
+        let mut input = "IAMAT a +1-2 3\n".repeat(5_000).into_bytes();
+        input.extend(vec![b'y'; limit]);
+        input.extend_from_slice(b"\nnext\n");
+        input.extend(vec![b'z'; limit - 1]);
+        input.extend_from_slice(b"\n");
+        let got: Vec<String> = read_all_with(&mut reader, &input)
+            .into_iter()
+            .filter(|l| !l.starts_with("IAMAT"))
+            .collect();
+        let longest_ok = "z".repeat(limit - 1);
+        assert_eq!(
+            got,
+            [format!("TOO LONG {limit}"), "next".into(), longest_ok]
+        );
     }
 
     #[test]
