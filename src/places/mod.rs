@@ -13,6 +13,8 @@ use serde_json::{Map, Value};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// Default endpoint of the legacy Nearby Search.
 pub const LEGACY_URL: &str = "https://maps.googleapis.com/maps/api/place/nearbysearch/json";
@@ -83,15 +85,16 @@ impl Places {
                 ),
             },
         };
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .timeout_global(Some(PLACES_TIMEOUT))
             .http_status_as_error(false)
             // Keep a connection per worker alive, so busy WHATSATs reuse them.
             .max_idle_connections(MAX_PLACES_IN_FLIGHT)
             .max_idle_connections_per_host(MAX_PLACES_IN_FLIGHT)
             .user_agent(concat!("herd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent =
+            ureq::Agent::with_parts(config, DefaultConnector::default(), LiteralFirst::default());
         Ok(Places {
             source,
             agent,
@@ -164,6 +167,52 @@ impl Places {
             }
         };
         self.workers.run(job).await
+    }
+}
+
+/// ureq's own resolver, except that an IP-literal host (`http://127.0.0.1:8080/json`)
+/// is its own address. ureq resolves the host on every request, before it looks in its
+/// pool of kept connections, and with a timeout set (`PLACES_TIMEOUT`) it starts a
+/// thread for each lookup, even of a literal (ureq 3.5, `DefaultResolver`): a thread
+/// started and joined per WHATSAT.
+#[derive(Debug, Default)]
+struct LiteralFirst(DefaultResolver);
+
+impl Resolver for LiteralFirst {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.authority().and_then(|authority| {
+            let host = authority.host();
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let ip: std::net::IpAddr = host.parse().ok()?;
+            let port = authority.port_u16().or(match uri.scheme_str() {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            })?;
+            Some(std::net::SocketAddr::new(ip, port))
+        });
+        let mut addrs = self.empty();
+        match literal {
+            Some(addr)
+                if config
+                    .ip_family()
+                    .keep_wanted(std::iter::once(addr))
+                    .next()
+                    .is_some() =>
+            {
+                addrs.push(addr);
+                Ok(addrs)
+            }
+            _ => self.0.resolve(uri, config, timeout),
+        }
     }
 }
 
@@ -841,6 +890,33 @@ mod tests {
             serde_json::to_string(&v).unwrap(),
             r#"{"status":"OK","zeta":1,"results":[1,2],"alpha":2}"#
         );
+    }
+
+    #[test]
+    fn ip_literal_hosts_resolve_to_themselves_and_names_go_to_ureq() {
+        use ureq::unversioned::transport::time::Duration;
+        let config = ureq::config::Config::default();
+        let resolve_within = |uri: &str, after| {
+            let uri: ureq::http::Uri = uri.parse().unwrap();
+            let timeout = NextTimeout {
+                after,
+                ..NextTimeout::default()
+            };
+            let addrs = LiteralFirst::default().resolve(&uri, &config, timeout);
+            addrs.map(|addrs| addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+        };
+        let resolve = |uri: &str| resolve_within(uri, Duration::NotHappening);
+        // A literal needs no lookup and so no time: ureq's own resolver, given a
+        // timeout, waits on a thread it starts, and with no time left gives up.
+        let no_time = Duration::Exact(std::time::Duration::ZERO);
+        let literal = resolve_within("http://127.0.0.1:8080/json", no_time);
+        assert_eq!(literal.unwrap(), ["127.0.0.1:8080"]);
+        assert_eq!(resolve("http://[::1]/json").unwrap(), ["[::1]:80"]);
+        assert_eq!(resolve("https://10.1.2.3/json").unwrap(), ["10.1.2.3:443"]);
+        // A name is ureq's to look up: `localhost` resolves, through the system.
+        let local = resolve("http://localhost:9/json").unwrap();
+        assert!(!local.is_empty());
+        assert!(local.iter().all(|a| a.ends_with(":9")), "{local:?}");
     }
 
     #[test]
