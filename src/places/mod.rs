@@ -357,9 +357,10 @@ pub fn percent_encode(s: &str) -> String {
 /// `arbitrary_precision`), so it cannot keep the service's bytes. The byte-exact library
 /// path, [`GoogleFormatter`] driven over `RawValue`s level by level (the oracle in this
 /// module's tests), re-scans each value once per level it is nested in: on a 20-result,
-/// 23 KB answer it runs 1,427 k instructions against the scanner's 845 k (the shared
-/// `RawValue` split is 229 k of each), about +70 µs or a fifth of the server's CPU per
-/// WHATSAT, past the 10 % a cleaner renderer may cost. Measured with
+/// 23 KB answer it runs 1,355 k instructions against the scanner's 524 k (the top-level
+/// `RawValue` split, 229 k, is in both; the scanner then walks `results` once, cutting
+/// it at the bound as it goes, and finds a string's end with `memchr2`), far past the
+/// 10 % of a WHATSAT a cleaner renderer may cost. Measured with
 /// `HERD_COST=scanner|library valgrind --tool=callgrind TESTBIN legacy_render_cost --ignored`.
 fn legacy_answer(body: &[u8], bound: usize) -> String {
     let top = match legacy_top(body) {
@@ -376,23 +377,18 @@ fn legacy_answer(body: &[u8], bound: usize) -> String {
         out.push_str(if i == 0 { "\n   " } else { ",\n   " });
         out.push_str(&serde_json::to_string(key).unwrap_or_default());
         out.push_str(" : ");
-        let results = (key == "results")
-            .then(|| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
-            .flatten();
-        match results {
-            Some(items) if !items.is_empty() && bound > 0 => {
-                out.push('[');
-                for (j, item) in items.iter().take(bound).enumerate() {
-                    out.push_str(if j == 0 { "\n      " } else { ",\n      " });
-                    if !reindent(item.get(), 2, &mut out) {
-                        return too_deep();
-                    }
-                }
-                out.push_str("\n   ]");
+        let raw = raw.get();
+        let written = match raw.starts_with('[') && key == "results" {
+            // Cut while re-indenting: items past the bound are never walked.
+            true if bound == 0 => {
+                out.push_str("[]");
+                true
             }
-            Some(_) => out.push_str("[]"),
-            None if !reindent(raw.get(), 1, &mut out) => return too_deep(),
-            None => {}
+            true => reindent(raw, 1, bound, &mut out),
+            false => reindent(raw, 1, usize::MAX, &mut out),
+        };
+        if !written {
+            return too_deep();
         }
     }
     out.push_str("\n}");
@@ -442,10 +438,13 @@ pub const MAX_JSON_DEPTH: usize = 32;
 pub const MAX_RENDERED: usize = 4 << 20;
 
 /// Writes valid JSON text re-indented as `render` would: three spaces a level (starting
-/// at `depth`), ` : ` after keys, `[]`/`{}` when empty, strings and numbers verbatim.
+/// at `depth`), ` : ` after keys, `[]`/`{}` when empty, strings and numbers verbatim;
+/// an outermost array or object is cut after its first `items` members (`items` ≥ 1).
 /// Iterative, so nesting costs no stack; false if `MAX_JSON_DEPTH` or `MAX_RENDERED`
 /// was crossed.
-fn reindent(raw: &str, mut depth: usize, out: &mut String) -> bool {
+fn reindent(raw: &str, mut depth: usize, items: usize, out: &mut String) -> bool {
+    let outer = depth + 1;
+    let mut members = 1;
     let b = raw.as_bytes();
     let newline = |out: &mut String, depth: usize| {
         out.push('\n');
@@ -459,14 +458,18 @@ fn reindent(raw: &str, mut depth: usize, out: &mut String) -> bool {
             b'"' => {
                 let start = i;
                 i += 1;
-                while i < b.len() {
-                    match b[i] {
-                        b'\\' => i += 2,
-                        b'"' => {
-                            i += 1;
+                // To the closing quote, over escapes.
+                loop {
+                    match memchr::memchr2(b'"', b'\\', b.get(i..).unwrap_or_default()) {
+                        Some(at) if b[i + at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at + 1;
                             break;
                         }
-                        _ => i += 1,
+                        None => {
+                            i = b.len();
+                            break;
+                        }
                     }
                 }
                 out.push_str(raw.get(start..i.min(b.len())).unwrap_or_default());
@@ -493,7 +496,16 @@ fn reindent(raw: &str, mut depth: usize, out: &mut String) -> bool {
                 newline(out, depth);
                 out.push(close as char);
             }
+            b',' if depth == outer && members == items => {
+                // The cut: close the outermost container after its last member kept.
+                let close = if b[0] == b'{' { b'}' } else { b']' };
+                depth -= 1;
+                newline(out, depth);
+                out.push(close as char);
+                return true;
+            }
             b',' => {
+                members += usize::from(depth == outer);
                 out.push(',');
                 newline(out, depth);
                 if out.len() > MAX_RENDERED {
