@@ -22,6 +22,7 @@ use crate::status;
 use crate::store::{Origin, Report};
 use crate::wire::{Cursor, Message};
 use async_net::TcpStream;
+use smol::Async;
 use futures_lite::{future, AsyncRead, AsyncWriteExt, Future};
 use smol::Timer;
 use std::pin::Pin;
@@ -235,8 +236,46 @@ struct Conn {
 
 /// A link's incoming bytes: plain, or opened from Noise frames.
 enum Input {
-    Plain(TcpStream),
-    Secure(Box<SecureReader<TcpStream>>),
+    Plain(LinkSocket),
+    Secure(Box<SecureReader<LinkSocket>>),
+}
+
+/// A link's socket, read side. After a read that did not fill the buffer it was given
+/// (the socket was drained), the next read waits for readability before it reads,
+/// rather than trying a read that fails with `EAGAIN` and then waiting: one system call
+/// less for each batch a link receives, about one per link an update crosses.
+struct LinkSocket {
+    stream: TcpStream,
+    source: Arc<Async<std::net::TcpStream>>,
+    drained: bool,
+}
+
+impl LinkSocket {
+    fn new(stream: &TcpStream) -> LinkSocket {
+        LinkSocket {
+            stream: stream.clone(),
+            source: stream.clone().into(),
+            drained: false,
+        }
+    }
+}
+
+impl AsyncRead for LinkSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.drained {
+            // An error shows again on the read, which reports it.
+            let _ = std::task::ready!(this.source.poll_readable(cx));
+            this.drained = false;
+        }
+        let n = std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+        this.drained = n > 0 && n < buf.len();
+        Poll::Ready(Ok(n))
+    }
 }
 
 impl AsyncRead for Input {
@@ -266,7 +305,7 @@ impl Conn {
     ) -> Result<Conn, String> {
         if secret.is_empty() {
             return Ok(Conn {
-                input: Input::Plain(stream.clone()),
+                input: Input::Plain(LinkSocket::new(&stream)),
                 stream,
                 lines,
                 sealer: None,
@@ -283,7 +322,7 @@ impl Conn {
         .map_err(|e| format!("Noise handshake failed: {e}"))?;
         let (opener, sealer) = shaken;
         Ok(Conn {
-            input: Input::Secure(Box::new(opener.reader(stream.clone()))),
+            input: Input::Secure(Box::new(opener.reader(LinkSocket::new(&stream)))),
             stream,
             lines,
             sealer: Some(sealer),
@@ -624,7 +663,7 @@ async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
         sealer,
     } = conn;
     let writer = Conn {
-        input: Input::Plain(stream.clone()),
+        input: Input::Plain(LinkSocket::new(&stream)),
         stream,
         lines: LineReader::new(),
         sealer,
