@@ -22,8 +22,8 @@ use crate::status;
 use crate::store::{Origin, Report};
 use crate::wire::{Cursor, Message};
 use async_net::TcpStream;
-use smol::Async;
 use futures_lite::{future, AsyncRead, AsyncWriteExt, Future};
+use smol::Async;
 use smol::Timer;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1032,6 +1032,31 @@ mod tests {
                 last[last.len() - 2..],
                 [(false, MAX_PEER_LINE), (true, MAX_PEER_LINE - 1)]
             );
+        });
+    }
+
+    #[test]
+    fn a_link_socket_drained_by_a_short_read_still_reads_what_comes_later() {
+        smol::block_on(async {
+            let listener = async_net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut sender = TcpStream::connect(addr).await.unwrap();
+            let (receiver, _) = listener.accept().await.unwrap();
+            let mut socket = LinkSocket::new(&receiver);
+            let mut buf = [0u8; 64];
+            for (i, part) in [&b"first\n"[..], b"second\n", b""].iter().enumerate() {
+                if part.is_empty() {
+                    sender.close().await.unwrap();
+                } else {
+                    sender.write_all(part).await.unwrap();
+                }
+                // A short read drains the socket; the next waits for readability first.
+                let n = futures_lite::AsyncReadExt::read(&mut socket, &mut buf)
+                    .await
+                    .unwrap();
+                assert_eq!(&buf[..n], *part, "read {i}");
+                assert_eq!(socket.drained, n > 0);
+            }
         });
     }
 }
