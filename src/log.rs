@@ -465,16 +465,23 @@ pub fn timestamp(t: SystemTime) -> String {
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
-    let mut s = String::with_capacity(27);
-    let _ = write!(
-        s,
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
-    );
-    s
+    // Once per batch of lines: put together without `fmt`.
+    let mut s = Vec::with_capacity(27);
+    let year = u64::try_from(y).unwrap_or(0);
+    let fields = [
+        (year, 4, b'-'),
+        (u64::from(m), 2, b'-'),
+        (u64::from(day), 2, b'T'),
+        (rem / 3600, 2, b':'),
+        (rem % 3600 / 60, 2, b':'),
+        (rem % 60, 2, b'.'),
+        (u64::from(d.subsec_micros()), 6, b'Z'),
+    ];
+    for (value, width, then) in fields {
+        crate::protocol::push_decimal(&mut s, value, width);
+        s.push(then);
+    }
+    String::from_utf8(s).unwrap_or_default()
 }
 
 /// Days since 1970-01-01 to (year, month, day), after Howard Hinnant's algorithm.

@@ -1,8 +1,6 @@
 //! The wire protocol of SPEC §4 and §5: bytes in, typed command or typed error out;
 //! typed reply in, text out. Pure: no sockets, no clock — the caller passes the time in.
 
-use std::fmt::Write as _;
-
 /// The six white-space bytes that separate fields: space, tab, newline, carriage return,
 /// form feed and vertical tab (`u8::is_ascii_whitespace` leaves out vertical tab).
 pub const WHITESPACE: &[u8] = b" \t\n\r\x0c\x0b";
@@ -309,27 +307,57 @@ pub fn radius_metres(radius: &str) -> String {
 /// Formats a time difference in nanoseconds with an explicit sign and exactly nine
 /// fraction digits: `+0.263873386`, `-1.000000000`.
 pub fn format_diff(diff_ns: i128) -> String {
-    let sign = if diff_ns < 0 { '-' } else { '+' };
+    let mut out = Vec::with_capacity(24);
+    push_diff(&mut out, diff_ns);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends a time difference as [`format_diff`] writes it.
+fn push_diff(out: &mut Vec<u8>, diff_ns: i128) {
+    out.push(if diff_ns < 0 { b'-' } else { b'+' });
     let abs = diff_ns.unsigned_abs();
     let nanos = NANOS.unsigned_abs();
-    format!("{sign}{}.{:09}", abs / nanos, abs % nanos)
+    match u64::try_from(abs / nanos) {
+        Ok(secs) => push_decimal(out, secs, 1),
+        // Past 584 years: rare enough for `fmt`.
+        Err(_) => out.extend_from_slice((abs / nanos).to_string().as_bytes()),
+    }
+    out.push(b'.');
+    push_decimal(out, (abs % nanos) as u64, 9);
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits (at most 20).
+/// Without `fmt`: it runs for every update a server accepts or stores, where
+/// formatting cost a few % of the CPU (BENCHMARKS.md, "Where the time goes").
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at.min(digits.len().saturating_sub(width))..]);
 }
 
 /// The AT line a server sends for an IAMAT it received at `now_ns`.
 pub fn format_at(server: &str, now_ns: i128, cmd: &IAmAt<'_>) -> String {
-    let mut line = String::with_capacity(
-        16 + server.len() + cmd.client.len() + cmd.location.len() + cmd.time.len(),
+    let mut line = Vec::with_capacity(
+        40 + server.len() + cmd.client.len() + cmd.location.len() + cmd.time.len(),
     );
-    // Writing to a String cannot fail.
-    let _ = write!(
-        line,
-        "AT {server} {} {} {} {}",
-        format_diff(now_ns - cmd.time_ns),
-        cmd.client,
-        cmd.location,
-        cmd.time
-    );
-    line
+    line.extend_from_slice(b"AT ");
+    for part in [server, " "] {
+        line.extend_from_slice(part.as_bytes());
+    }
+    push_diff(&mut line, now_ns - cmd.time_ns);
+    for part in [" ", cmd.client, " ", cmd.location, " ", cmd.time] {
+        line.extend_from_slice(part.as_bytes());
+    }
+    // Every part is text; an empty line would be refused as no AT line at all.
+    String::from_utf8(line).unwrap_or_default()
 }
 
 /// The `? LINE` answer to an invalid line: the raw bytes, without terminator.

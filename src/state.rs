@@ -63,7 +63,7 @@ pub fn write_record(out: &mut Vec<u8>, record: &Record<'_>) {
         // without `fmt` (formatting was 3 % of a full resync's CPU, BENCHMARKS.md).
         Record::Update { offset, line } => {
             out.extend_from_slice(b"U ");
-            push_decimal(out, *offset);
+            crate::protocol::push_decimal(out, *offset, 1);
             out.push(b' ');
             out.extend_from_slice(line.as_bytes());
         }
@@ -80,21 +80,6 @@ pub fn write_record(out: &mut Vec<u8>, record: &Record<'_>) {
         *digit = b"0123456789abcdef"[(crc >> (28 - 4 * i) & 0xf) as usize];
     }
     out.push(b'\n');
-}
-
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// One record's bytes, as a string (for tests and tools).
