@@ -348,8 +348,7 @@ pub fn format_at(server: &str, now_ns: i128, cmd: &IAmAt<'_>) -> String {
     let mut line = Vec::with_capacity(
         40 + server.len() + cmd.client.len() + cmd.location.len() + cmd.time.len(),
     );
-    line.extend_from_slice(b"AT ");
-    for part in [server, " "] {
+    for part in ["AT ", server, " "] {
         line.extend_from_slice(part.as_bytes());
     }
     push_diff(&mut line, now_ns - cmd.time_ns);
