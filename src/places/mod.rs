@@ -753,6 +753,16 @@ mod tests {
         for n in [29, 30, 31, 32, 40] {
             bodies.push(deep(n).into_bytes());
         }
+        // Rendered past MAX_RENDERED only in a value's last element, before `results`
+        // (found by review: the scanner once missed it there).
+        let big = format!(
+            r#"{{"a":{}{}"{}"{},"results":[1]}}"#,
+            "[".repeat(31),
+            "1,".repeat(42_314),
+            "x".repeat(2000),
+            "]".repeat(31)
+        );
+        bodies.push(big.into_bytes());
         bodies
     }
 
