@@ -613,7 +613,10 @@ async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
                 holds.push((peer.to_string(), cursor));
             }
             Some(Message::Resync(cursor)) => break Some(cursor),
-            Some(Message::ResyncLater) => break None,
+            Some(Message::ResyncLater) => {
+                bus.replica.source_is_bootstrapping(origin(i));
+                break None;
+            }
             _ => {
                 let e = format!(
                     "expected HERD-RESYNC, got {}",
