@@ -441,6 +441,7 @@ pub(crate) async fn accept(bus: &Arc<Bus>, stream: TcpStream, who: String, alive
     let Some(Some((i, conn))) = alive.unless_stopped(handshake_in(bus, stream, who)).await else {
         // A status query, answered, or a refused connection: its handshake timeouts are
         // done with, so no wake-up at their deadlines (an idle herd wakes 0 times).
+        smol::spawn(crate::shutdown::forget_dropped_timers()).detach();
         return;
     };
     run_link(bus, i, conn, alive).await;
