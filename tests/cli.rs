@@ -93,6 +93,21 @@ fn help_works_everywhere() {
     }
 }
 
+/// `herd up`, stopped with SIGTERM (which it passes on to its servers) when a test
+/// fails before stopping it: SIGKILL would leave its servers running.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn up_runs_every_server_and_sigterm_stops_them_all() {
     let dir = TempDir::new("up");
@@ -113,13 +128,14 @@ fn up_runs_every_server_and_sigterm_stops_them_all() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(herd_bin())
+    let mut up = Up(Command::new(herd_bin())
         .arg("up")
         .current_dir(&dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap());
+    let child = &mut up.0;
     let stdout = child.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
         BufReader::new(stdout)
