@@ -245,16 +245,14 @@ enum Input {
 /// rather than trying a read that fails with `EAGAIN` and then waiting: one system call
 /// less for each batch a link receives, about one per link an update crosses.
 struct LinkSocket {
-    stream: TcpStream,
-    source: Arc<Async<std::net::TcpStream>>,
+    socket: Arc<Async<std::net::TcpStream>>,
     drained: bool,
 }
 
 impl LinkSocket {
     fn new(stream: &TcpStream) -> LinkSocket {
         LinkSocket {
-            stream: stream.clone(),
-            source: stream.clone().into(),
+            socket: stream.clone().into(),
             drained: false,
         }
     }
@@ -269,10 +267,10 @@ impl AsyncRead for LinkSocket {
         let this = self.get_mut();
         if this.drained {
             // An error shows again on the read, which reports it.
-            let _ = std::task::ready!(this.source.poll_readable(cx));
+            let _ = std::task::ready!(this.socket.poll_readable(cx));
             this.drained = false;
         }
-        let n = std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+        let n = std::task::ready!(Pin::new(&mut &*this.socket).poll_read(cx, buf))?;
         this.drained = n > 0 && n < buf.len();
         Poll::Ready(Ok(n))
     }
