@@ -199,7 +199,6 @@ impl Resolver for LiteralFirst {
             })?;
             Some(std::net::SocketAddr::new(ip, port))
         });
-        let mut addrs = self.empty();
         match literal {
             Some(addr)
                 if config
@@ -208,6 +207,7 @@ impl Resolver for LiteralFirst {
                     .next()
                     .is_some() =>
             {
+                let mut addrs = self.empty();
                 addrs.push(addr);
                 Ok(addrs)
             }
