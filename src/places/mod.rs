@@ -10,8 +10,9 @@ pub mod offline;
 use crate::config::PlacesConfig;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use smol::lock::{Semaphore, SemaphoreGuardArc};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
@@ -27,8 +28,8 @@ pub const PLACES_TIMEOUT: Duration = Duration::from_secs(5);
 /// leaves room for verbose answers while bounding memory per request.
 pub const MAX_PLACES_RESPONSE: u64 = 1 << 20;
 
-/// Places requests in flight at once, per server: one worker thread each, each holding
-/// up to `MAX_PLACES_RESPONSE` bytes; as many more may queue, then WHATSATs wait.
+/// Places requests in flight at once, per server: one worker thread each (started as
+/// needed), each holding up to `MAX_PLACES_RESPONSE` bytes; further WHATSATs wait.
 pub const MAX_PLACES_IN_FLIGHT: usize = 32;
 
 /// The environment variable holding the Google API key.
@@ -219,41 +220,53 @@ impl Resolver for LiteralFirst {
 /// A places request for a worker: fetch, parse, cut, render.
 type Job = Box<dyn FnOnce() -> String + Send>;
 
-/// `MAX_PLACES_IN_FLIGHT` threads that run blocking places requests, started on the
-/// first one. They wait on a channel with no timeout, so an idle server never wakes.
+/// What a worker is handed: the job, where its answer goes, and the permit it holds
+/// until the job is done (so a request given up by its client still counts).
+type Task = (Job, async_channel::Sender<String>, SemaphoreGuardArc);
+
+/// The threads that run blocking places requests: at most `MAX_PLACES_IN_FLIGHT`,
+/// each started when a request finds no idle one. The most recently idle worker takes
+/// the next request: its stack, its malloc arena and its caches are warm, so light
+/// load keeps one or two threads busy instead of cycling through all of them (a lone
+/// server, one client, bound 1: CPU per WHATSAT 208–217 → 155–187 µs; BENCHMARKS.md).
+/// An idle worker blocks on its channel with no timeout, so an idle server never wakes.
 struct Workers {
-    jobs: std::sync::OnceLock<async_channel::Sender<(Job, async_channel::Sender<String>)>>,
+    /// One permit per request running; further requests wait for one.
+    permits: Arc<Semaphore>,
+    /// Idle workers, the most recently idle last.
+    idle: Arc<Mutex<Idle>>,
+}
+
+struct Idle {
+    workers: Vec<async_channel::Sender<Task>>,
+    /// Cleared when `Workers` is dropped: a busy worker then ends after its job.
+    open: bool,
 }
 
 impl Workers {
     fn new() -> Workers {
         Workers {
-            jobs: std::sync::OnceLock::new(),
+            permits: Arc::new(Semaphore::new(MAX_PLACES_IN_FLIGHT)),
+            idle: Arc::new(Mutex::new(Idle {
+                workers: Vec::new(),
+                open: true,
+            })),
         }
     }
 
     async fn run(&self, job: Job) -> String {
-        let jobs = self.jobs.get_or_init(|| {
-            let (tx, rx) = async_channel::bounded::<(Job, async_channel::Sender<String>)>(
-                MAX_PLACES_IN_FLIGHT,
-            );
-            for i in 0..MAX_PLACES_IN_FLIGHT {
-                let rx = rx.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("herd-places-{i}"))
-                    .spawn(move || {
-                        while let Ok((job, reply)) = rx.recv_blocking() {
-                            let _ = reply.send_blocking(job());
-                        }
-                    });
-                if spawned.is_err() {
-                    eprintln!("herd: cannot start places worker {i}");
-                }
-            }
-            tx
-        });
+        let permit = self.permits.acquire_arc().await;
         let (reply, answer) = async_channel::bounded(1);
-        if jobs.send((job, reply)).await.is_err() {
+        let worker = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.workers.pop());
+        let sent = match worker {
+            Some(worker) => worker.try_send((job, reply, permit)).is_ok(),
+            None => self.start((job, reply, permit)),
+        };
+        if !sent {
             return render(&error_object(
                 "UNKNOWN_ERROR",
                 "places workers are not running",
@@ -266,13 +279,49 @@ impl Workers {
             ))
         })
     }
+
+    /// Starts a worker with `first` as its first task; false if no thread could start.
+    /// Holding a permit and finding no idle worker means fewer than
+    /// `MAX_PLACES_IN_FLIGHT` are alive: a worker is back on the idle list before it
+    /// lets its permit go.
+    fn start(&self, first: Task) -> bool {
+        let (tx, rx) = async_channel::bounded::<Task>(1);
+        if tx.try_send(first).is_err() {
+            return false;
+        }
+        let idle = Arc::clone(&self.idle);
+        std::thread::Builder::new()
+            .name("herd-places".to_string())
+            .spawn(move || {
+                while let Ok((job, reply, permit)) = rx.recv_blocking() {
+                    let answer = job();
+                    let open = match idle.lock() {
+                        Ok(mut idle) if idle.open => {
+                            idle.workers.push(tx.clone());
+                            true
+                        }
+                        _ => false,
+                    };
+                    let _ = reply.send_blocking(answer);
+                    drop(permit);
+                    if !open {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| eprintln!("herd: cannot start a places worker: {e}"))
+            .is_ok()
+    }
 }
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        // Closing the queue ends every worker once it finishes its request.
-        if let Some(jobs) = self.jobs.get() {
-            jobs.close();
+        // Closing their channels ends the idle workers; busy ones end after their job.
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.open = false;
+            for worker in idle.workers.drain(..) {
+                worker.close();
+            }
         }
     }
 }
@@ -965,5 +1014,79 @@ mod tests {
         assert_eq!(status(b"[1]"), "UNKNOWN_ERROR");
         assert_eq!(status(b"{\"status\":\"OK\"} x"), "UNKNOWN_ERROR");
         assert_eq!(status(br#"{"status":"OK"}"#), "OK");
+    }
+
+    /// A job that says which thread ran it.
+    fn thread_name_job() -> Job {
+        Box::new(|| format!("{:?}", std::thread::current().id()))
+    }
+
+    #[test]
+    fn one_request_at_a_time_keeps_one_warm_worker() {
+        let workers = Workers::new();
+        // A burst starts every worker; afterwards the most recently idle one serves.
+        std::thread::scope(|scope| {
+            for _ in 0..MAX_PLACES_IN_FLIGHT {
+                let request = workers.run(Box::new(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    String::new()
+                }));
+                scope.spawn(|| smol::block_on(request));
+            }
+        });
+        let threads: std::collections::HashSet<String> = (0..3 * MAX_PLACES_IN_FLIGHT)
+            .map(|_| smol::block_on(workers.run(thread_name_job())))
+            .collect();
+        assert_eq!(threads.len(), 1, "{threads:?}");
+    }
+
+    #[test]
+    fn workers_stay_within_the_bound_when_clients_give_up() {
+        use std::collections::HashSet;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let workers = Workers::new();
+        let (release, held) = async_channel::unbounded::<()>();
+        let started = Arc::new(AtomicUsize::new(0));
+        let threads = Arc::new(Mutex::new(HashSet::new()));
+        let job = |block: bool| -> Job {
+            let (held, started, threads) =
+                (held.clone(), Arc::clone(&started), Arc::clone(&threads));
+            Box::new(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                threads.lock().unwrap().insert(std::thread::current().id());
+                if block {
+                    let _ = held.recv_blocking();
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                String::new()
+            })
+        };
+        // Three times the bound of requests, each given up (dropped) by its client
+        // after a moment: a job that started keeps its permit until it ends.
+        smol::block_on(async {
+            for _ in 0..3 * MAX_PLACES_IN_FLIGHT {
+                let request = workers.run(job(true));
+                futures_lite::future::or(async { drop(request.await) }, async {
+                    smol::Timer::after(std::time::Duration::from_millis(2)).await;
+                })
+                .await;
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(started.load(Ordering::SeqCst), MAX_PLACES_IN_FLIGHT);
+        // Once they end, twice the bound of requests at once all run, on those threads.
+        for _ in 0..MAX_PLACES_IN_FLIGHT {
+            release.try_send(()).unwrap();
+        }
+        std::thread::scope(|scope| {
+            for _ in 0..2 * MAX_PLACES_IN_FLIGHT {
+                let request = workers.run(job(false));
+                scope.spawn(|| smol::block_on(request));
+            }
+        });
+        assert_eq!(started.load(Ordering::SeqCst), 3 * MAX_PLACES_IN_FLIGHT);
+        let threads = threads.lock().unwrap().len();
+        assert!(threads <= MAX_PLACES_IN_FLIGHT, "{threads} worker threads");
     }
 }
