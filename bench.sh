@@ -181,7 +181,8 @@ STARTED+=($!)
 wait_listening "$(port 6)" || { log "stand-in did not start"; cat "$TMP/standin.out" >&2; exit 1; }
 # --- the do-nothing reference server, for the latency ratios --------------------------
 "$BENCH" reference --addr "$REFERENCE" --max-secs 7200 >"$TMP/reference.out" 2>&1 &
-STARTED+=($!)
+REF_PID=$!
+STARTED+=("$REF_PID")
 wait_listening "$(port 8)" || { log "reference server did not start"; cat "$TMP/reference.out" >&2; exit 1; }
 
 # --- herd lifecycle -----------------------------------------------------------------
@@ -334,13 +335,26 @@ if want idle; then
     idle_cpu idle-fresh
 fi
 
+# peer_updates: AT lines all five servers have logged as read from a peer so far.
+peer_updates() { cat "$TMP"/logs/*.log | grep -c ' in peer [^ ]* AT ' || true; }
 if want latency; then
     for r in $(seq "$RUNS"); do
         log "latency run $r: ping-pong at Riley, herd CPU until Campbell holds the last update"
+        before=$(peer_updates)
         herd=$(run_bench latency latency --addr "$RILEY" --n "$LAT_N" --converge "$CAMPBELL" --pids "$HERD_PIDS") || true
-        log "latency run $r: the same against the do-nothing reference server"
-        ref=$(run_bench latency-ref latency --addr "$REFERENCE" --n "$LAT_N") || true
+        # The floor of a ping-pong update's CPU: every message the herd reads for it
+        # (the IAMAT, then each link message) costs at least what one round trip costs
+        # the do-nothing server (a wake-up, a read, a write).
+        sleep 0.5   # the log writers' last batch, and any late duplicate
+        messages=$(awk -v d="$(( $(peer_updates) - before ))" -v n="$(get acked "$herd")" \
+            'BEGIN { if (n + 0 > 0) printf "%.2f", d / n; else print "-" }')
+        log "latency run $r: the same against the do-nothing reference server, its CPU too"
+        ref=$(run_bench latency-ref latency --addr "$REFERENCE" --n "$LAT_N" --pids "$REF_PID") || true
         ratio latratio "$herd" "$ref" p50_us p99_us
+        floor=$(awk -v m="$messages" -v c="$(get herd_cpu_us_per_update "$ref")" -v h="$(get herd_cpu_us_per_update "$herd")" \
+            'BEGIN { if (m + 0 > 0 && c + 0 > 0 && h + 0 > 0) printf "floor_us=%.1f herd_floor_ratio=%.2f", (1 + m) * c, h / ((1 + m) * c); else print "floor_us=- herd_floor_ratio=-" }')
+        printf 'floor mode=floor link_messages_per_update=%s %s\n' "$messages" "$floor" >>"$RAW"
+        log "  floor: link messages per update $messages, $floor"
     done
 fi
 if want propagate; then
@@ -487,6 +501,10 @@ row "… reference server, p99" "$(med p99_us latency-ref)" info - "µs" "$(runs
 row "… herd ÷ reference, p50" "$(med p50_us_ratio latratio)" info - "×" "$(runs p50_us_ratio latratio)"
 row "… herd ÷ reference, p99" "$(med p99_us_ratio latratio)" info - "×" "$(runs p99_us_ratio latratio)"
 row "… herd CPU per update, 5 servers, until Campbell holds the last" "$(med herd_cpu_us_per_update latency)" "<=" 40 "µs" "$(runs herd_cpu_us_per_update latency)"
+row "… reference server, its CPU per round trip" "$(med herd_cpu_us_per_update latency-ref)" info - "µs" "$(runs herd_cpu_us_per_update latency-ref)"
+row "… link messages read per update, 5 servers (AT lines logged \"in peer\")" "$(med link_messages_per_update floor)" info - "" "$(runs link_messages_per_update floor)"
+row "… do-nothing floor: (1 + link messages) × the reference's CPU per round trip" "$(med floor_us floor)" info - "µs" "$(runs floor_us floor)"
+row "… herd CPU per update ÷ that floor" "$(med herd_floor_ratio floor)" info - "×" "$(runs herd_floor_ratio floor)"
 row "… same, a lone server with no peers, p50" "$(med p50_us latency-solo)" info - "µs" "$(runs p50_us latency-solo)"
 row "… same, a lone server with no peers, p99" "$(med p99_us latency-solo)" info - "µs" "$(runs p99_us latency-solo)"
 row "… same, a lone server with no peers, its CPU per update" "$(med herd_cpu_us_per_update latency-solo)" info - "µs" "$(runs herd_cpu_us_per_update latency-solo)"
