@@ -243,6 +243,27 @@ fn a_bootstrap_holds_another_peer_at_most_bootstrap_hold() {
         "{:?}",
         since.elapsed()
     );
+
+    // A source that answers HERD-RESYNC-LATER is bootstrapping too and has nothing to
+    // bring: the bootstrap is off, and the other peer is asked at once. (Servers
+    // started empty together would otherwise wait on each other in a ring, each for
+    // BOOTSTRAP_HOLD.)
+    let herd = Herd::start(&["A"], &[], &extra);
+    let (_source, _, _) = herd.link_as_answering("A", "0src", b"", "HERD-RESYNC-LATER");
+    herd.wait_log("A", "link-in peer 0src HERD-RESYNC-LATER");
+    let since = Instant::now();
+    let (mut held, _, first) = herd.link_as_answering("A", "0other", b"", "HERD-RESYNC - 0");
+    held.stream
+        .set_read_timeout(Some(BOOTSTRAP_HOLD * 2))
+        .unwrap();
+    if first != "HERD-RESYNC - 0" {
+        assert_eq!(resync(&mut held), "HERD-RESYNC - 0");
+    }
+    assert!(
+        since.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        since.elapsed()
+    );
 }
 
 #[test]

@@ -259,6 +259,20 @@ impl Herd {
 
     /// As [`Herd::link_as`], also returning the `HERD-HOLDS` lines `to` sent.
     pub fn link_as_holding(&self, to: &str, name: &str, secret: &[u8]) -> (Client, Vec<String>) {
+        let (peer, holds, _) = self.link_as_answering(to, name, secret, "HERD-RESYNC - 0");
+        (peer, holds)
+    }
+
+    /// As [`Herd::link_as`], the fake peer's resync line being `answer` (`HERD-RESYNC -
+    /// 0`: it holds nothing of `to`'s updates; `HERD-RESYNC-LATER`: it is bootstrapping).
+    /// Returns the connection, the `HERD-HOLDS` lines `to` sent and its resync line.
+    pub fn link_as_answering(
+        &self,
+        to: &str,
+        name: &str,
+        secret: &[u8],
+        answer: &str,
+    ) -> (Client, Vec<String>, String) {
         use herd::handshake::{nonce, Role, Transcript};
         let mut peer = Client::connect(&self.bus(to));
         let nonce_d = nonce();
@@ -278,10 +292,10 @@ impl Herd {
             "HERD-AUTH {}\n",
             transcript.proof(secret, Role::Dial)
         ));
-        // The resync: this fake peer holds nothing of `to`'s updates. `to` says first
-        // what it holds of its own peers (HERD-HOLDS lines), then its HERD-RESYNC (or
-        // HERD-RESYNC-LATER while it bootstraps from another link).
-        peer.send("HERD-RESYNC - 0\n");
+        // The resync. `to` says first what it holds of its own peers (HERD-HOLDS
+        // lines), then its HERD-RESYNC (or HERD-RESYNC-LATER while it bootstraps from
+        // another link).
+        peer.send(&format!("{answer}\n"));
         let mut holds = Vec::new();
         let mut resync = peer.line();
         while resync.starts_with("HERD-HOLDS ") {
@@ -289,7 +303,7 @@ impl Herd {
             resync = peer.line();
         }
         assert!(resync.starts_with("HERD-RESYNC"), "{resync}");
-        (peer, holds)
+        (peer, holds, resync)
     }
 }
 
