@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use smol::lock::{Semaphore, SemaphoreGuardArc};
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
@@ -228,7 +228,7 @@ type Task = (Job, async_channel::Sender<String>, SemaphoreGuardArc);
 /// each started when a request finds no idle one. The most recently idle worker takes
 /// the next request: its stack, its malloc arena and its caches are warm, so light
 /// load keeps one or two threads busy instead of cycling through all of them (a lone
-/// server, one client, bound 1: CPU per WHATSAT 208–217 → 155–187 µs; BENCHMARKS.md).
+/// server, one client, bound 1: CPU per WHATSAT 193–225 → 152–172 µs; BENCHMARKS.md).
 /// An idle worker blocks on its channel with no timeout, so an idle server never wakes.
 struct Workers {
     /// One permit per request running; further requests wait for one.
@@ -260,8 +260,9 @@ impl Workers {
         let worker = self
             .idle
             .lock()
-            .ok()
-            .and_then(|mut idle| idle.workers.pop());
+            .unwrap_or_else(PoisonError::into_inner)
+            .workers
+            .pop();
         let sent = match worker {
             Some(worker) => worker.try_send((job, reply, permit)).is_ok(),
             None => self.start((job, reply, permit)),
@@ -283,7 +284,8 @@ impl Workers {
     /// Starts a worker with `first` as its first task; false if no thread could start.
     /// Holding a permit and finding no idle worker means fewer than
     /// `MAX_PLACES_IN_FLIGHT` are alive: a worker is back on the idle list before it
-    /// lets its permit go.
+    /// lets its permit go, and a job that panics is caught, so its worker lives on
+    /// (its client gets an `UNKNOWN_ERROR` object).
     fn start(&self, first: Task) -> bool {
         let (tx, rx) = async_channel::bounded::<Task>(1);
         if tx.try_send(first).is_err() {
@@ -294,14 +296,19 @@ impl Workers {
             .name("herd-places".to_string())
             .spawn(move || {
                 while let Ok((job, reply, permit)) = rx.recv_blocking() {
-                    let answer = job();
-                    let open = match idle.lock() {
-                        Ok(mut idle) if idle.open => {
-                            idle.workers.push(tx.clone());
-                            true
-                        }
-                        _ => false,
-                    };
+                    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                        .unwrap_or_else(|_| {
+                            render(&error_object(
+                                "UNKNOWN_ERROR",
+                                "places request failed inside herd",
+                            ))
+                        });
+                    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+                    let open = idle.open;
+                    if open {
+                        idle.workers.push(tx.clone());
+                    }
+                    drop(idle);
                     let _ = reply.send_blocking(answer);
                     drop(permit);
                     if !open {
@@ -317,11 +324,10 @@ impl Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         // Closing their channels ends the idle workers; busy ones end after their job.
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.open = false;
-            for worker in idle.workers.drain(..) {
-                worker.close();
-            }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.open = false;
+        for worker in idle.workers.drain(..) {
+            worker.close();
         }
     }
 }
@@ -1024,20 +1030,78 @@ mod tests {
     #[test]
     fn one_request_at_a_time_keeps_one_warm_worker() {
         let workers = Workers::new();
-        // A burst starts every worker; afterwards the most recently idle one serves.
-        std::thread::scope(|scope| {
-            for _ in 0..MAX_PLACES_IN_FLIGHT {
-                let request = workers.run(Box::new(|| {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    String::new()
-                }));
-                scope.spawn(|| smol::block_on(request));
-            }
+        // A burst starts many workers; afterwards the most recently idle one serves.
+        let burst: std::collections::HashSet<String> = std::thread::scope(|scope| {
+            let requests: Vec<_> = (0..MAX_PLACES_IN_FLIGHT)
+                .map(|_| {
+                    let request = workers.run(Box::new(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        format!("{:?}", std::thread::current().id())
+                    }));
+                    scope.spawn(|| smol::block_on(request))
+                })
+                .collect();
+            requests.into_iter().map(|r| r.join().unwrap()).collect()
         });
+        assert!(burst.len() > 1, "{burst:?}");
         let threads: std::collections::HashSet<String> = (0..3 * MAX_PLACES_IN_FLIGHT)
             .map(|_| smol::block_on(workers.run(thread_name_job())))
             .collect();
         assert_eq!(threads.len(), 1, "{threads:?}");
+    }
+
+    /// Polls `test` for up to 10 s.
+    fn eventually(test: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !test() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    #[test]
+    fn a_worker_keeps_its_permit_until_it_is_idle_again() {
+        let workers = Workers::new();
+        std::thread::scope(|scope| {
+            // Made in the scope, so a failed assertion drops `release` (ending every
+            // job) before the scope waits for its threads.
+            let (release, held) = async_channel::unbounded::<()>();
+            for _ in 0..MAX_PLACES_IN_FLIGHT {
+                let held = held.clone();
+                let request = workers.run(Box::new(move || {
+                    let _ = held.recv_blocking();
+                    String::new()
+                }));
+                scope.spawn(|| smol::block_on(request));
+            }
+            // Every permit is taken: each request has handed its job to a worker.
+            assert!(eventually(|| workers.permits.try_acquire_arc().is_none()));
+            // One job ends while its worker cannot get back on the idle stack: its
+            // permit must not be free for another request, which would start a thread.
+            let idle = workers.idle.lock().unwrap();
+            release.try_send(()).unwrap();
+            assert!(eventually(|| held.is_empty()));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(workers.permits.try_acquire_arc().is_none());
+            drop(idle);
+            assert!(eventually(|| workers.permits.try_acquire_arc().is_some()));
+            for _ in 1..MAX_PLACES_IN_FLIGHT {
+                release.try_send(()).unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn a_job_that_panics_answers_an_error_and_keeps_its_worker() {
+        let workers = Workers::new();
+        let first = smol::block_on(workers.run(thread_name_job()));
+        let answer = smol::block_on(workers.run(Box::new(|| panic!("a places bug"))));
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["status"], "UNKNOWN_ERROR");
+        assert_eq!(smol::block_on(workers.run(thread_name_job())), first);
     }
 
     #[test]
@@ -1073,6 +1137,9 @@ mod tests {
                 .await;
             }
         });
+        assert!(eventually(
+            || started.load(Ordering::SeqCst) >= MAX_PLACES_IN_FLIGHT
+        ));
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(started.load(Ordering::SeqCst), MAX_PLACES_IN_FLIGHT);
         // Once they end, twice the bound of requests at once all run, on those threads.
