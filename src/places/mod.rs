@@ -237,6 +237,7 @@ struct Workers {
     idle: Arc<Mutex<Idle>>,
 }
 
+/// The idle stack: each idle worker's channel, and whether workers may still rejoin it.
 struct Idle {
     workers: Vec<async_channel::Sender<Task>>,
     /// Cleared when `Workers` is dropped: a busy worker then ends after its job.
