@@ -274,12 +274,7 @@ impl Workers {
                 "places workers are not running",
             ));
         }
-        answer.recv().await.unwrap_or_else(|_| {
-            render(&error_object(
-                "UNKNOWN_ERROR",
-                "places request failed inside herd",
-            ))
-        })
+        answer.recv().await.unwrap_or_else(|_| failed_inside())
     }
 
     /// Starts a worker with `first` as its first task; false if no thread could start.
@@ -298,12 +293,7 @@ impl Workers {
             .spawn(move || {
                 while let Ok((job, reply, permit)) = rx.recv_blocking() {
                     let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
-                        .unwrap_or_else(|_| {
-                            render(&error_object(
-                                "UNKNOWN_ERROR",
-                                "places request failed inside herd",
-                            ))
-                        });
+                        .unwrap_or_else(|_| failed_inside());
                     let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
                     let open = idle.open;
                     if open {
@@ -320,6 +310,14 @@ impl Workers {
             .map_err(|e| eprintln!("herd: cannot start a places worker: {e}"))
             .is_ok()
     }
+}
+
+/// The answer to a request whose job panicked or whose worker went away.
+fn failed_inside() -> String {
+    render(&error_object(
+        "UNKNOWN_ERROR",
+        "places request failed inside herd",
+    ))
 }
 
 impl Drop for Workers {
