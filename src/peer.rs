@@ -613,7 +613,11 @@ async fn run_link(bus: &Arc<Bus>, i: usize, mut conn: Conn, alive: &Alive) {
             }
             Some(Message::Resync(cursor)) => break Some(cursor),
             Some(Message::ResyncLater) => {
-                bus.replica.source_is_bootstrapping(origin(i));
+                // Bootstrapping too, so if this link was to bring our bootstrap, it
+                // brings nothing, and it may be waiting on us (servers started empty
+                // together wait on each other in a ring, until BOOTSTRAP_HOLD): the
+                // bootstrap is off, as when the link goes down.
+                bus.replica.link_ended(origin(i));
                 break None;
             }
             _ => {

@@ -374,15 +374,6 @@ impl Replica {
         }
     }
 
-    /// The link bringing the bootstrap answered `HERD-RESYNC-LATER`: its server is
-    /// bootstrapping too and may be waiting on this one (servers started empty
-    /// together can wait on each other in a ring, each for its source's
-    /// `HERD-COVERS`, until `BOOTSTRAP_HOLD`). The bootstrap is off, as when the link
-    /// goes down: held links resync as usual, asking for everything.
-    pub fn source_is_bootstrapping(&self, link: Origin) {
-        self.link_ended(link);
-    }
-
     /// A link went down: if it was bringing the bootstrap, the bootstrap is off (held
     /// links resync as usual, asking for everything).
     pub fn link_ended(&self, link: Origin) {
