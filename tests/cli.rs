@@ -97,12 +97,18 @@ fn help_works_everywhere() {
 /// fails before stopping it: SIGKILL would leave its servers running.
 struct Up(std::process::Child);
 
+impl Up {
+    /// Sends SIGTERM.
+    fn terminate(&self) -> rustix::io::Result<()> {
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32).expect("a child's pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+    }
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
-            if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            }
+            let _ = self.terminate();
             let _ = self.0.wait();
         }
     }
@@ -174,12 +180,8 @@ fn up_runs_every_server_and_sigterm_stops_them_all() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
+    up.terminate().unwrap();
+    let status = up.0.wait().unwrap();
     assert!(status.success(), "{status}");
     let lines = lines.join().unwrap();
     for name in ["A", "B", "C"] {
